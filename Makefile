@@ -1,0 +1,47 @@
+# Meridian — build, test and run targets. Everything needs only Go (see go.mod
+# for the version); the module proxy fetches the dependencies on first use.
+
+GO        ?= go
+BIN       := bin/meridian
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+PKGS      := ./...
+# CI runs `make test`; keep it under 20 minutes on 2 cores.
+TEST_TIMEOUT ?= 18m
+
+.PHONY: all build test demo bench chaos lint fmt fuzz clean
+
+all: build
+
+## build: the single binary bin/meridian
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meridian
+
+## test: vet, then unit and integration tests with the race detector (what CI runs)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## demo: the main job on its embedded defaults
+demo: build
+	./$(BIN) score --example
+
+## bench: every benchmark once, with allocation figures
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m $(PKGS)
+
+## chaos: the long chaos suite (outside CI)
+chaos:
+	$(GO) test -count=1 -timeout 60m ./test/chaos/ -args -seeds 200 -scenario random
+
+## lint: gofmt check and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## fmt: format every Go file
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,1091 @@
+package consensus
+
+import (
+	"math"
+	"reflect"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// Result is the outcome of one command, the same on every replica.
+type Result struct {
+	// Index is the Raft log index of the entry that carried the command
+	// (zero when applied outside Raft).
+	Index uint64
+	// ID names what the command created or acted on: the node, job,
+	// allocation, escrow or lease ID.
+	ID string
+	// Epoch is the job's placement epoch after the command, for commands
+	// about a job.
+	Epoch uint64
+	// Existing reports that the command was a repeat of one already
+	// applied (an idempotent resubmission): nothing changed.
+	Existing bool
+	// Expired lists the escrows released and the allocations stopped
+	// because the command's time passed their expiry.
+	Expired []string
+	// Pruned counts the records a Prune command deleted.
+	Pruned int
+	// Err is why the command was rejected, or nil. It is a *CommandError
+	// that unwraps to a sentinel (ErrOvercommit, ErrDoubleAllocation...).
+	// A rejected command changes nothing (but time still advances).
+	Err error
+}
+
+// Apply applies one command at time now and returns the new version of the
+// ledger with the command's result. l is unchanged (and may be read, or
+// applied to, by other goroutines meanwhile). Apply is deterministic: the
+// same ledger, time and command give the same result and the same new
+// ledger, on any machine.
+//
+// The ledger's time first advances to now (it never goes back, so a leader
+// whose clock is behind its predecessor's cannot un-expire anything), which
+// expires escrows and allocation leases; then the command is validated
+// against the ledger and applied whole, or rejected with no effect.
+func (l *Ledger) Apply(now time.Time, cmd Command) (*Ledger, Result) {
+	tx := l.begin()
+	r := tx.apply(now, cmd)
+	return tx.commit(), r
+}
+
+// ApplyEnvelope decodes and applies one envelope; a version, kind or body
+// the ledger cannot read gives an error result, never a panic.
+func (l *Ledger) ApplyEnvelope(env Envelope) (*Ledger, Result) {
+	tx := l.begin()
+	r := tx.applyEnvelope(env)
+	return tx.commit(), r
+}
+
+// ledgerTx is a private, mutable copy of a ledger that commands are applied
+// to in place. Each command's writes are logged so that a rejected command
+// is undone whole. commit turns the copy into an immutable *Ledger.
+type ledgerTx struct {
+	region string
+	index  uint64
+	now    time.Time
+	seq    uint64
+	t      *tables
+	undo   []func()
+	// logging is off while time advances: expiry is not part of the
+	// command and is never undone.
+	logging bool
+}
+
+// begin returns a working copy of l; l is not changed.
+func (l *Ledger) begin() *ledgerTx {
+	return &ledgerTx{region: l.region, index: l.index, now: l.now, seq: l.seq, t: l.t.clone()}
+}
+
+// commit returns the working copy as an immutable ledger. The transaction
+// must not be used afterwards.
+func (tx *ledgerTx) commit() *Ledger {
+	l := &Ledger{region: tx.region, index: tx.index, now: tx.now, seq: tx.seq, t: tx.t}
+	tx.t = nil
+	return l
+}
+
+// publish returns the current state as an immutable ledger and goes on
+// with a fresh copy of it, for a writer that applies entry after entry.
+func (tx *ledgerTx) publish() *Ledger {
+	l := &Ledger{region: tx.region, index: tx.index, now: tx.now, seq: tx.seq, t: tx.t}
+	tx.t = l.t.clone()
+	return l
+}
+
+func (tx *ledgerTx) applyEnvelope(env Envelope) Result {
+	expired := tx.advance(env.Now)
+	cmd, err := DecodeCommand(env)
+	if err != nil {
+		return Result{Expired: expired, Err: err}
+	}
+	r := tx.run(cmd)
+	r.Expired = expired
+	return r
+}
+
+func (tx *ledgerTx) apply(now time.Time, cmd Command) Result {
+	expired := tx.advance(now)
+	r := tx.run(cmd)
+	r.Expired = expired
+	return r
+}
+
+// advance moves the ledger's time to now (if later) and expires what is due.
+func (tx *ledgerTx) advance(now time.Time) []string {
+	now = canon(now)
+	if !now.After(tx.now) {
+		return nil
+	}
+	tx.now = now
+	var due []string
+	tx.t.expiry.each(func(k string, _ struct{}) bool {
+		t, id, ok := parseExpiryKey(k)
+		if !ok || t.After(now) {
+			return false
+		}
+		due = append(due, id)
+		return true
+	})
+	for _, id := range due {
+		if e, ok := tx.t.escrows.get(id); ok {
+			tx.releaseEscrow(e)
+		} else if a, ok := tx.t.allocs.get(id); ok && a.Live() {
+			tx.stopAlloc(a, StopExpired, "lease expired at "+a.LeaseExpiry.Format(time.RFC3339Nano), true)
+		}
+	}
+	return due
+}
+
+// run applies one command, or undoes every write it made if it is rejected.
+func (tx *ledgerTx) run(cmd Command) Result {
+	tx.undo = tx.undo[:0]
+	tx.logging = true
+	seq := tx.seq
+	res, err := tx.dispatch(cmd)
+	tx.logging = false
+	if err != nil {
+		for i := len(tx.undo) - 1; i >= 0; i-- {
+			tx.undo[i]()
+		}
+		tx.seq = seq
+		res = Result{Err: err}
+	}
+	clear(tx.undo)
+	tx.undo = tx.undo[:0]
+	return res
+}
+
+func (tx *ledgerTx) dispatch(cmd Command) (Result, *CommandError) {
+	switch c := cmd.(type) {
+	case RegisterNode:
+		return tx.registerNode(c)
+	case UpdateNode:
+		return tx.updateNode(c)
+	case SetNodeState:
+		return tx.setNodeState(c)
+	case RemoveNode:
+		return tx.removeNode(c)
+	case SubmitJob:
+		return tx.submitJob(c)
+	case PlaceJob:
+		return tx.placeJob(c)
+	case ReplaceAllocation:
+		return tx.replaceAllocation(c)
+	case StopAllocation:
+		return tx.stopAllocation(c)
+	case RenewAllocation:
+		return tx.renewAllocation(c)
+	case SetJobState:
+		return tx.setJobState(c)
+	case BumpEpoch:
+		return tx.bumpEpoch(c)
+	case HoldEscrow:
+		return tx.holdEscrow(c)
+	case ReleaseEscrow:
+		return tx.releaseEscrowCmd(c)
+	case ConvertEscrow:
+		return tx.convertEscrow(c)
+	case Expire:
+		// Advancing time was the whole of it.
+		return Result{}, nil
+	case RecordAward:
+		return tx.recordAward(c)
+	case SetTradeState:
+		return tx.setTradeState(c)
+	case AddLease:
+		return tx.addLease(c)
+	case RemoveLease:
+		return tx.removeLease(c)
+	case Prune:
+		return tx.prune(c)
+	case nil:
+		return Result{}, invalid("command", "must not be nil")
+	}
+	return Result{}, cmdErr(CodeUnsupported, "", "command type %T", cmd)
+}
+
+// set and del write a table, logging the undo while a command runs.
+func set[V any](tx *ledgerTx, t table[V], k string, v V) {
+	old, had := t.set(k, v)
+	if tx.logging {
+		tx.undo = append(tx.undo, func() {
+			if had {
+				t.set(k, old)
+			} else {
+				t.del(k)
+			}
+		})
+	}
+}
+
+func del[V any](tx *ledgerTx, t table[V], k string) bool {
+	old, had := t.del(k)
+	if had && tx.logging {
+		tx.undo = append(tx.undo, func() { t.set(k, old) })
+	}
+	return had
+}
+
+// nextID returns a new allocation ("a-N") or escrow ("e-N") ID. IDs come
+// from a counter in the ledger, so every replica makes the same ones.
+func (tx *ledgerTx) nextID(prefix string) string {
+	tx.seq++
+	return prefix + "-" + strconv.FormatUint(tx.seq, 10)
+}
+
+func (tx *ledgerTx) node(id string) (*Node, bool)        { return tx.t.nodes.get(id) }
+func (tx *ledgerTx) job(id string) (*Job, bool)          { return tx.t.jobs.get(id) }
+func (tx *ledgerTx) alloc(id string) (*Allocation, bool) { return tx.t.allocs.get(id) }
+
+func (tx *ledgerTx) putNode(n *Node)        { set(tx, tx.t.nodes, n.ID, n) }
+func (tx *ledgerTx) putJob(j *Job)          { set(tx, tx.t.jobs, j.ID, j) }
+func (tx *ledgerTx) putAlloc(a *Allocation) { set(tx, tx.t.allocs, a.ID, a) }
+
+// addUsed and subUsed change a node's Used by res. Records in the tables
+// are never modified in place: a changed record is a new copy, since older
+// versions of the ledger still hold the old one.
+func (tx *ledgerTx) addUsed(n *Node, res placement.Resources) *Node {
+	c := *n
+	c.Used = c.Used.Add(res)
+	tx.putNode(&c)
+	return &c
+}
+
+func (tx *ledgerTx) subUsed(nodeID string, res placement.Resources) {
+	n, ok := tx.node(nodeID)
+	if !ok {
+		return
+	}
+	c := *n
+	if tx.holdsNothing(nodeID) {
+		// Nothing left on the node: reset Used exactly, so that rounding
+		// drift from long add/subtract chains cannot accumulate.
+		c.Used = placement.Resources{}
+	} else {
+		c.Used = c.Used.Sub(res)
+	}
+	tx.putNode(&c)
+}
+
+func (tx *ledgerTx) holdsNothing(nodeID string) bool {
+	empty := true
+	tx.t.onNode.prefix(key(nodeID, ""), func(string, struct{}) bool { empty = false; return false })
+	return empty
+}
+
+// --- validation helpers ---
+
+const (
+	maxIDLen   = 256
+	maxTextLen = 1024
+)
+
+var (
+	minTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func checkID(field, s string) *CommandError {
+	if s == "" {
+		return invalid(field, "must not be empty")
+	}
+	if len(s) > maxIDLen {
+		return invalid(field, "is %d bytes long, at most %d are allowed", len(s), maxIDLen)
+	}
+	return checkChars(field, s)
+}
+
+func checkText(field, s string) *CommandError {
+	if len(s) > maxTextLen {
+		return invalid(field, "is %d bytes long, at most %d are allowed", len(s), maxTextLen)
+	}
+	if !utf8.ValidString(s) {
+		return invalid(field, "must be valid UTF-8")
+	}
+	return nil
+}
+
+func checkChars(field, s string) *CommandError {
+	if !utf8.ValidString(s) {
+		return invalid(field, "must be valid UTF-8")
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return invalid(field, "must not contain control characters")
+		}
+	}
+	return nil
+}
+
+func checkResources(field string, r placement.Resources) *CommandError {
+	if err := r.Validate(field + "."); err != nil {
+		return fromFieldError("", err)
+	}
+	return nil
+}
+
+func checkPrice(field string, p float64) *CommandError {
+	if math.IsNaN(p) || math.IsInf(p, 0) || p < 0 {
+		return invalid(field, "must be a finite number not below zero, got %v", p)
+	}
+	return nil
+}
+
+func checkTimeRange(field string, t time.Time) *CommandError {
+	if t.Before(minTime) || !t.Before(maxTime) {
+		return invalid(field, "%s is outside the years 1970 to 2199", t.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// checkExpiry accepts zero when zero is allowed, and otherwise a time after
+// the ledger's time.
+func (tx *ledgerTx) checkExpiry(field string, t time.Time, zeroOK bool) *CommandError {
+	if t.IsZero() {
+		if zeroOK {
+			return nil
+		}
+		return invalid(field, "must be set")
+	}
+	if err := checkTimeRange(field, t); err != nil {
+		return err
+	}
+	if !t.After(tx.now) {
+		return invalid(field, "%s is not after the command time %s",
+			t.Format(time.RFC3339Nano), tx.now.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+func firstErr(errs ...*CommandError) *CommandError {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// --- nodes ---
+
+func (tx *ledgerTx) checkNodeSpec(id string, total placement.Resources, price float64, gpu string) *CommandError {
+	if err := firstErr(checkID("id", id), checkText("gpu_type", gpu), checkChars("gpu_type", gpu)); err != nil {
+		return err
+	}
+	pn := placement.Node{ID: id, Region: tx.region, Total: total, Free: total, PricePerHour: price, GPUType: gpu}
+	if err := pn.Validate(); err != nil {
+		return fromFieldError("", err)
+	}
+	return nil
+}
+
+func (tx *ledgerTx) registerNode(c RegisterNode) (Result, *CommandError) {
+	if c.Region != "" && c.Region != tx.region {
+		return Result{}, invalid("region", "node of region %q cannot register in the ledger of region %q", c.Region, tx.region)
+	}
+	if err := tx.checkNodeSpec(c.ID, c.Total, c.PricePerHour, c.GPUType); err != nil {
+		return Result{}, err
+	}
+	if n, ok := tx.node(c.ID); ok {
+		if n.Total == c.Total && n.PricePerHour == c.PricePerHour && n.GPUType == c.GPUType {
+			return Result{ID: c.ID, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, c.ID, "node %q is registered with a different description; use UpdateNode", c.ID)
+	}
+	now := tx.now
+	tx.putNode(&Node{ID: c.ID, Region: tx.region, Total: canonRes(c.Total), PricePerHour: c.PricePerHour,
+		GPUType: c.GPUType, State: NodeReady, Registered: now, Updated: now})
+	return Result{ID: c.ID}, nil
+}
+
+// canonRes turns −0 into 0 so that records compare equal byte for byte.
+func canonRes(r placement.Resources) placement.Resources {
+	r.ComputePerHour += 0
+	r.StorageGB += 0
+	r.BandwidthGBps += 0
+	return r
+}
+
+func (tx *ledgerTx) updateNode(c UpdateNode) (Result, *CommandError) {
+	if err := tx.checkNodeSpec(c.ID, c.Total, c.PricePerHour, c.GPUType); err != nil {
+		return Result{}, err
+	}
+	n, ok := tx.node(c.ID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.ID, "node %q is not registered", c.ID)
+	}
+	if n.Total == c.Total && n.PricePerHour == c.PricePerHour && n.GPUType == c.GPUType {
+		return Result{ID: c.ID, Existing: true}, nil
+	}
+	if !n.Used.FitsIn(c.Total) {
+		return Result{}, cmdErr(CodeOvercommit, c.ID, "node %q uses %s, more than the new capacity %s",
+			c.ID, fmtRes(n.Used), fmtRes(c.Total))
+	}
+	u := *n
+	u.Total, u.PricePerHour, u.GPUType, u.Updated = canonRes(c.Total), c.PricePerHour, c.GPUType, tx.now
+	tx.putNode(&u)
+	return Result{ID: c.ID}, nil
+}
+
+func (tx *ledgerTx) setNodeState(c SetNodeState) (Result, *CommandError) {
+	if err := firstErr(checkID("id", c.ID), checkText("reason", c.Reason)); err != nil {
+		return Result{}, err
+	}
+	if !c.State.valid() {
+		return Result{}, invalid("state", "%s is not a node state", c.State)
+	}
+	n, ok := tx.node(c.ID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.ID, "node %q is not registered", c.ID)
+	}
+	if n.State == c.State && n.StateReason == c.Reason {
+		return Result{ID: c.ID, Existing: true}, nil
+	}
+	u := *n
+	u.State, u.StateReason, u.Updated = c.State, c.Reason, tx.now
+	tx.putNode(&u)
+	return Result{ID: c.ID}, nil
+}
+
+func (tx *ledgerTx) removeNode(c RemoveNode) (Result, *CommandError) {
+	if err := checkID("id", c.ID); err != nil {
+		return Result{}, err
+	}
+	if _, ok := tx.node(c.ID); !ok {
+		return Result{ID: c.ID, Existing: true}, nil
+	}
+	if !tx.holdsNothing(c.ID) {
+		return Result{}, cmdErr(CodeConflict, c.ID, "node %q still holds live allocations or escrows; stop or move them first", c.ID)
+	}
+	del(tx, tx.t.nodes, c.ID)
+	return Result{ID: c.ID}, nil
+}
+
+// --- jobs and allocations ---
+
+func (tx *ledgerTx) submitJob(c SubmitJob) (Result, *CommandError) {
+	if err := c.Job.Validate(); err != nil {
+		return Result{}, fromFieldError("job.", err)
+	}
+	if err := firstErr(checkID("job.id", c.Job.ID), checkChars("job.origin_region", c.Job.OriginRegion),
+		checkText("job.origin_region", c.Job.OriginRegion), checkText("job.gpu_type", c.Job.GPUType)); err != nil {
+		return Result{}, err
+	}
+	if j, ok := tx.job(c.Job.ID); ok {
+		if reflect.DeepEqual(j.Spec, c.Job) {
+			return Result{ID: j.ID, Epoch: j.Epoch, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, c.Job.ID, "job %q was submitted before with a different spec", c.Job.ID)
+	}
+	now := tx.now
+	spec := c.Job
+	spec.Demand = canonRes(spec.Demand)
+	tx.putJob(&Job{ID: c.Job.ID, Spec: spec, State: JobPending, Submitted: now, Updated: now})
+	return Result{ID: c.Job.ID}, nil
+}
+
+// placeable returns the job if a new placement may be made for it under
+// epoch (0: the next one).
+func (tx *ledgerTx) placeable(jobID string, epoch uint64) (*Job, *CommandError) {
+	j, ok := tx.job(jobID)
+	if !ok {
+		return nil, cmdErr(CodeNotFound, jobID, "job %q is not owned by region %q", jobID, tx.region)
+	}
+	if j.State.Terminal() {
+		return nil, cmdErr(CodeInvalidTransition, jobID, "job %q is %s", jobID, j.State)
+	}
+	if epoch != 0 && epoch != j.Epoch+1 {
+		return nil, cmdErr(CodeStaleEpoch, jobID, "job %q is at epoch %d, so the next placement is epoch %d, not %d",
+			jobID, j.Epoch, j.Epoch+1, epoch)
+	}
+	return j, nil
+}
+
+func (tx *ledgerTx) livePlacementErr(j *Job) *CommandError {
+	if j.AllocID != "" {
+		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has live allocation %q", j.ID, j.AllocID)
+	}
+	if j.Remote != nil {
+		return cmdErr(CodeDoubleAllocation, j.ID, "job %q was traded to region %q (auction %q, item %q)",
+			j.ID, j.Remote.Region, j.Remote.AuctionID, j.Remote.ItemID)
+	}
+	if tx.t.live.has(key(tx.region, j.ID)) {
+		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has a live allocation", j.ID)
+	}
+	return nil
+}
+
+// readyNode returns the node if it is ready and has room for res.
+func (tx *ledgerTx) readyNode(nodeID string, res placement.Resources) (*Node, *CommandError) {
+	n, ok := tx.node(nodeID)
+	if !ok {
+		return nil, cmdErr(CodeNotFound, nodeID, "node %q is not registered", nodeID)
+	}
+	if n.State != NodeReady {
+		return nil, cmdErr(CodeNodeNotReady, nodeID, "node %q is %s", nodeID, n.State)
+	}
+	return n, fits(n, res)
+}
+
+func fits(n *Node, res placement.Resources) *CommandError {
+	if !n.Used.Add(res).FitsIn(n.Total) {
+		return cmdErr(CodeOvercommit, n.ID, "node %q has %s free, %s asked", n.ID, fmtRes(clampFree(n.Free())), fmtRes(res))
+	}
+	return nil
+}
+
+func (tx *ledgerTx) allocResources(field string, res placement.Resources, j *Job) (placement.Resources, *CommandError) {
+	if res.IsZero() {
+		return j.Spec.Demand, nil
+	}
+	if err := checkResources(field, res); err != nil {
+		return res, err
+	}
+	return canonRes(res), nil
+}
+
+// createAlloc makes a live allocation on n (whose room was checked).
+func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.Resources, epoch uint64, lease time.Time, auctionID, itemID string) *Allocation {
+	a := &Allocation{
+		ID: tx.nextID("a"), JobID: jobID, JobRegion: jobRegion, NodeID: n.ID, Resources: res,
+		Epoch: epoch, Start: tx.now, LeaseExpiry: canon(lease), State: AllocLive,
+		AuctionID: auctionID, ItemID: itemID,
+	}
+	tx.putAlloc(a)
+	set(tx, tx.t.live, key(jobRegion, jobID), a.ID)
+	set(tx, tx.t.onNode, key(n.ID, a.ID), struct{}{})
+	if !a.LeaseExpiry.IsZero() {
+		set(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID), struct{}{})
+	}
+	tx.addUsed(n, res)
+	return a
+}
+
+// stopAlloc stops a live allocation and frees its resources. With
+// updateJob, the job this region owns that runs on it is updated: completed
+// for StopCompleted, pending otherwise.
+func (tx *ledgerTx) stopAlloc(a *Allocation, reason StopReason, msg string, updateJob bool) {
+	s := *a
+	s.State, s.StopReason, s.StopMessage, s.Stopped = AllocStopped, reason, msg, tx.now
+	tx.putAlloc(&s)
+	del(tx, tx.t.live, key(a.JobRegion, a.JobID))
+	del(tx, tx.t.onNode, key(a.NodeID, a.ID))
+	if !a.LeaseExpiry.IsZero() {
+		del(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID))
+	}
+	tx.subUsed(a.NodeID, a.Resources)
+	if !updateJob || a.JobRegion != tx.region {
+		return
+	}
+	j, ok := tx.job(a.JobID)
+	if !ok || j.AllocID != a.ID {
+		return
+	}
+	u := *j
+	u.AllocID, u.Updated = "", tx.now
+	switch {
+	case reason == StopCompleted && !u.State.Terminal():
+		u.State, u.Reason = JobCompleted, msg
+	case !u.State.Terminal():
+		u.State = JobPending
+		u.Reason = "allocation " + a.ID + " " + reason.String()
+		if msg != "" {
+			u.Reason += ": " + msg
+		}
+	}
+	tx.putJob(&u)
+}
+
+func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
+	if err := firstErr(checkID("job_id", c.JobID), checkID("node_id", c.NodeID), tx.checkExpiry("lease_expiry", c.LeaseExpiry, true)); err != nil {
+		return Result{}, err
+	}
+	j, err := tx.placeable(c.JobID, c.Epoch)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := tx.livePlacementErr(j); err != nil {
+		return Result{}, err
+	}
+	res, err := tx.allocResources("resources", c.Resources, j)
+	if err != nil {
+		return Result{}, err
+	}
+	n, err := tx.readyNode(c.NodeID, res)
+	if err != nil {
+		return Result{}, err
+	}
+	epoch := j.Epoch + 1
+	a := tx.createAlloc(n, tx.region, j.ID, res, epoch, c.LeaseExpiry, "", "")
+	u := *j
+	u.State, u.Epoch, u.AllocID, u.Reason, u.Updated = JobPlaced, epoch, a.ID, "", tx.now
+	u.Attempts++
+	tx.putJob(&u)
+	return Result{ID: a.ID, Epoch: epoch}, nil
+}
+
+func (tx *ledgerTx) replaceAllocation(c ReplaceAllocation) (Result, *CommandError) {
+	if err := firstErr(checkID("job_id", c.JobID), checkID("node_id", c.NodeID),
+		tx.checkExpiry("lease_expiry", c.LeaseExpiry, true), checkText("reason", c.Reason)); err != nil {
+		return Result{}, err
+	}
+	j, err := tx.placeable(c.JobID, c.Epoch)
+	if err != nil {
+		return Result{}, err
+	}
+	old, ok := tx.alloc(j.AllocID)
+	if j.AllocID == "" || !ok || !old.Live() {
+		return Result{}, cmdErr(CodeNotFound, c.JobID, "job %q has no live local allocation to replace", c.JobID)
+	}
+	res, err := tx.allocResources("resources", c.Resources, j)
+	if err != nil {
+		return Result{}, err
+	}
+	// Stop first, then check room: when the new node is the old one, the
+	// freed capacity counts. A rejection drops the whole transaction.
+	tx.stopAlloc(old, StopReplaced, c.Reason, false)
+	n, err := tx.readyNode(c.NodeID, res)
+	if err != nil {
+		return Result{}, err
+	}
+	epoch := j.Epoch + 1
+	a := tx.createAlloc(n, tx.region, j.ID, res, epoch, c.LeaseExpiry, "", "")
+	u := *j
+	u.State, u.Epoch, u.AllocID, u.Reason, u.Updated = JobPlaced, epoch, a.ID, "", tx.now
+	u.Attempts++
+	tx.putJob(&u)
+	return Result{ID: a.ID, Epoch: epoch}, nil
+}
+
+func (tx *ledgerTx) stopAllocation(c StopAllocation) (Result, *CommandError) {
+	if err := firstErr(checkID("alloc_id", c.AllocID), checkText("message", c.Message)); err != nil {
+		return Result{}, err
+	}
+	if c.Reason < StopCompleted || c.Reason > StopLost {
+		return Result{}, invalid("reason", "%s is not a reason a command may give", c.Reason)
+	}
+	a, ok := tx.alloc(c.AllocID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.AllocID, "allocation %q does not exist", c.AllocID)
+	}
+	res := Result{ID: a.ID, Epoch: a.Epoch}
+	if !a.Live() {
+		res.Existing = true
+		return res, nil
+	}
+	tx.stopAlloc(a, c.Reason, c.Message, true)
+	return res, nil
+}
+
+func (tx *ledgerTx) renewAllocation(c RenewAllocation) (Result, *CommandError) {
+	if err := firstErr(checkID("alloc_id", c.AllocID), tx.checkExpiry("lease_expiry", c.LeaseExpiry, true)); err != nil {
+		return Result{}, err
+	}
+	a, ok := tx.alloc(c.AllocID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.AllocID, "allocation %q does not exist", c.AllocID)
+	}
+	if !a.Live() {
+		return Result{}, cmdErr(CodeInvalidTransition, c.AllocID, "allocation %q is stopped (%s)", c.AllocID, a.StopReason)
+	}
+	lease := canon(c.LeaseExpiry)
+	if lease.Equal(a.LeaseExpiry) {
+		return Result{ID: a.ID, Epoch: a.Epoch, Existing: true}, nil
+	}
+	if !a.LeaseExpiry.IsZero() {
+		del(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID))
+	}
+	if !lease.IsZero() {
+		set(tx, tx.t.expiry, expiryKey(lease, a.ID), struct{}{})
+	}
+	u := *a
+	u.LeaseExpiry = lease
+	tx.putAlloc(&u)
+	return Result{ID: a.ID, Epoch: a.Epoch}, nil
+}
+
+func (tx *ledgerTx) setJobState(c SetJobState) (Result, *CommandError) {
+	if err := firstErr(checkID("job_id", c.JobID), checkText("reason", c.Reason)); err != nil {
+		return Result{}, err
+	}
+	if !c.State.valid() {
+		return Result{}, invalid("state", "%s is not a job state", c.State)
+	}
+	j, ok := tx.job(c.JobID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.JobID, "job %q is not owned by region %q", c.JobID, tx.region)
+	}
+	res := Result{ID: j.ID, Epoch: j.Epoch}
+	if j.State == c.State {
+		res.Existing = true
+		return res, nil
+	}
+	if j.State.Terminal() {
+		return Result{}, cmdErr(CodeInvalidTransition, j.ID, "job %q is %s and cannot become %s", j.ID, j.State, c.State)
+	}
+	u := *j
+	switch {
+	case c.State == JobRunning:
+		if j.AllocID == "" && j.Remote == nil {
+			return Result{}, cmdErr(CodeInvalidTransition, j.ID, "job %q has no live placement to run on", j.ID)
+		}
+	case c.State.Terminal():
+		if a, ok := tx.alloc(j.AllocID); ok && a.Live() {
+			tx.stopAlloc(a, stopReasonFor(c.State), c.Reason, false)
+		}
+		u.AllocID = ""
+	default:
+		return Result{}, cmdErr(CodeInvalidTransition, j.ID, "job state %s is set by placement and trade commands, not SetJobState", c.State)
+	}
+	u.State, u.Reason, u.Updated = c.State, c.Reason, tx.now
+	tx.putJob(&u)
+	return res, nil
+}
+
+func stopReasonFor(s JobState) StopReason {
+	switch s {
+	case JobCompleted:
+		return StopCompleted
+	case JobFailed:
+		return StopFailed
+	}
+	return StopCancelled
+}
+
+func (tx *ledgerTx) bumpEpoch(c BumpEpoch) (Result, *CommandError) {
+	if err := firstErr(checkID("job_id", c.JobID), checkText("reason", c.Reason)); err != nil {
+		return Result{}, err
+	}
+	j, err := tx.placeable(c.JobID, c.Epoch)
+	if err != nil {
+		return Result{}, err
+	}
+	if j.AllocID != "" || j.Remote != nil {
+		return Result{}, cmdErr(CodeInvalidTransition, j.ID, "job %q still has a live placement under epoch %d; stop, replace or cancel it first", j.ID, j.Epoch)
+	}
+	u := *j
+	u.Epoch, u.Reason, u.Updated = j.Epoch+1, c.Reason, tx.now
+	tx.putJob(&u)
+	return Result{ID: j.ID, Epoch: u.Epoch}, nil
+}
+
+// --- escrows ---
+
+func checkItem(auctionID, itemID string) *CommandError {
+	return firstErr(checkID("auction_id", auctionID), checkID("item_id", itemID))
+}
+
+func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
+	if err := firstErr(checkID("node_id", c.NodeID), checkItem(c.AuctionID, c.ItemID),
+		checkID("buyer_region", c.BuyerRegion), checkResources("resources", c.Resources),
+		tx.checkExpiry("expiry", c.Expiry, false)); err != nil {
+		return Result{}, err
+	}
+	if c.Resources.IsZero() {
+		return Result{}, invalid("resources", "must not be zero")
+	}
+	expiry := canon(c.Expiry)
+	res := canonRes(c.Resources)
+	if ref, ok := tx.t.items.get(key(c.AuctionID, c.ItemID)); ok {
+		if ref.allocID != "" {
+			return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q was already converted into allocation %q", c.AuctionID, c.ItemID, ref.allocID)
+		}
+		e, _ := tx.t.escrows.get(ref.escrowID)
+		if e != nil && e.NodeID == c.NodeID && e.Resources == res && e.BuyerRegion == c.BuyerRegion && e.Expiry.Equal(expiry) {
+			return Result{ID: e.ID, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q already holds escrow %q with different terms", c.AuctionID, c.ItemID, ref.escrowID)
+	}
+	n, err := tx.readyNode(c.NodeID, res)
+	if err != nil {
+		return Result{}, err
+	}
+	e := &Escrow{ID: tx.nextID("e"), NodeID: n.ID, Resources: res, BuyerRegion: c.BuyerRegion,
+		AuctionID: c.AuctionID, ItemID: c.ItemID, Created: tx.now, Expiry: expiry}
+	set(tx, tx.t.escrows, e.ID, e)
+	set(tx, tx.t.items, key(e.AuctionID, e.ItemID), itemRef{escrowID: e.ID})
+	set(tx, tx.t.onNode, key(n.ID, e.ID), struct{}{})
+	set(tx, tx.t.expiry, expiryKey(e.Expiry, e.ID), struct{}{})
+	tx.addUsed(n, res)
+	return Result{ID: e.ID}, nil
+}
+
+// releaseEscrow deletes a live escrow and frees its capacity.
+func (tx *ledgerTx) releaseEscrow(e *Escrow) {
+	del(tx, tx.t.escrows, e.ID)
+	del(tx, tx.t.items, key(e.AuctionID, e.ItemID))
+	del(tx, tx.t.onNode, key(e.NodeID, e.ID))
+	del(tx, tx.t.expiry, expiryKey(e.Expiry, e.ID))
+	tx.subUsed(e.NodeID, e.Resources)
+}
+
+func (tx *ledgerTx) releaseEscrowCmd(c ReleaseEscrow) (Result, *CommandError) {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkText("reason", c.Reason)); err != nil {
+		return Result{}, err
+	}
+	ref, ok := tx.t.items.get(key(c.AuctionID, c.ItemID))
+	if !ok || ref.escrowID == "" {
+		return Result{Existing: true}, nil
+	}
+	e, ok := tx.t.escrows.get(ref.escrowID)
+	if !ok {
+		return Result{Existing: true}, nil
+	}
+	tx.releaseEscrow(e)
+	return Result{ID: e.ID}, nil
+}
+
+func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkID("job_id", c.JobID),
+		checkID("job_region", c.JobRegion), tx.checkExpiry("lease_expiry", c.LeaseExpiry, true)); err != nil {
+		return Result{}, err
+	}
+	if c.JobRegion == tx.region {
+		return Result{}, invalid("job_region", "a region cannot buy from itself (%q)", c.JobRegion)
+	}
+	ref, ok := tx.t.items.get(key(c.AuctionID, c.ItemID))
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.ItemID, "no live escrow for auction %q item %q (never held, released or expired)", c.AuctionID, c.ItemID)
+	}
+	if ref.allocID != "" {
+		a, _ := tx.alloc(ref.allocID)
+		if a != nil && a.JobID == c.JobID && a.JobRegion == c.JobRegion {
+			return Result{ID: a.ID, Epoch: a.Epoch, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q was converted for another job", c.AuctionID, c.ItemID)
+	}
+	e, ok := tx.t.escrows.get(ref.escrowID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.ItemID, "no live escrow for auction %q item %q", c.AuctionID, c.ItemID)
+	}
+	if e.BuyerRegion != c.JobRegion {
+		return Result{}, cmdErr(CodeConflict, c.ItemID, "escrow %q is held for region %q, not %q", e.ID, e.BuyerRegion, c.JobRegion)
+	}
+	if v, ok := tx.t.live.get(key(c.JobRegion, c.JobID)); ok {
+		return Result{}, cmdErr(CodeDoubleAllocation, c.JobID, "job %q of region %q already has live allocation %v here", c.JobID, c.JobRegion, v)
+	}
+	n, ok := tx.node(e.NodeID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, e.NodeID, "node %q of escrow %q is not registered", e.NodeID, e.ID)
+	}
+	if n.State == NodeDown {
+		return Result{}, cmdErr(CodeNodeNotReady, n.ID, "node %q is down", n.ID)
+	}
+	tx.releaseEscrow(e)
+	n, _ = tx.node(e.NodeID)
+	a := tx.createAlloc(n, c.JobRegion, c.JobID, e.Resources, c.Epoch, c.LeaseExpiry, c.AuctionID, c.ItemID)
+	set(tx, tx.t.items, key(c.AuctionID, c.ItemID), itemRef{allocID: a.ID})
+	return Result{ID: a.ID, Epoch: a.Epoch}, nil
+}
+
+// --- trades and leases ---
+
+func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkID("job_id", c.JobID),
+		checkID("seller_region", c.SellerRegion), checkResources("resources", c.Resources),
+		checkPrice("price_per_hour", c.PricePerHour)); err != nil {
+		return Result{}, err
+	}
+	if c.SellerRegion == tx.region {
+		return Result{}, invalid("seller_region", "a region cannot buy from itself (%q)", c.SellerRegion)
+	}
+	res := canonRes(c.Resources)
+	if t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID)); ok {
+		if t.JobID == c.JobID && t.SellerRegion == c.SellerRegion && t.Resources == res &&
+			t.PricePerHour == c.PricePerHour && t.Epoch == c.Epoch {
+			return Result{ID: t.JobID, Epoch: t.Epoch, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q was awarded before with different terms", c.AuctionID, c.ItemID)
+	}
+	j, ok := tx.job(c.JobID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.JobID, "job %q is not owned by region %q", c.JobID, tx.region)
+	}
+	if j.State.Terminal() {
+		return Result{}, cmdErr(CodeInvalidTransition, j.ID, "job %q is %s", j.ID, j.State)
+	}
+	if err := tx.livePlacementErr(j); err != nil {
+		return Result{}, err
+	}
+	if c.Epoch != j.Epoch {
+		return Result{}, cmdErr(CodeStaleEpoch, j.ID, "job %q is at epoch %d, the award is for epoch %d", j.ID, j.Epoch, c.Epoch)
+	}
+	now := tx.now
+	set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), &Trade{
+		AuctionID: c.AuctionID, ItemID: c.ItemID, JobID: c.JobID, SellerRegion: c.SellerRegion,
+		Resources: res, PricePerHour: c.PricePerHour, Epoch: c.Epoch, State: TradeAwarded,
+		Created: now, Updated: now,
+	})
+	u := *j
+	u.State, u.Reason, u.Updated = JobTraded, "", now
+	u.Remote = &RemotePlacement{Region: c.SellerRegion, AuctionID: c.AuctionID, ItemID: c.ItemID}
+	u.Attempts++
+	tx.putJob(&u)
+	return Result{ID: j.ID, Epoch: j.Epoch}, nil
+}
+
+var tradeTransitions = map[TradeState][]TradeState{
+	TradeAwarded: {TradeAcked, TradeInDoubt, TradeCancelled},
+	TradeInDoubt: {TradeAcked, TradeCancelled},
+	TradeAcked:   {TradeCancelled},
+}
+
+func (tx *ledgerTx) setTradeState(c SetTradeState) (Result, *CommandError) {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkText("reason", c.Reason), checkText("seller_alloc_id", c.SellerAllocID)); err != nil {
+		return Result{}, err
+	}
+	if c.State < TradeAwarded || c.State > TradeCancelled {
+		return Result{}, invalid("state", "%s is not a trade state", c.State)
+	}
+	t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID))
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.ItemID, "no trade for auction %q item %q", c.AuctionID, c.ItemID)
+	}
+	res := Result{ID: t.JobID, Epoch: t.Epoch}
+	if t.State == c.State {
+		res.Existing = true
+		return res, nil
+	}
+	allowed := false
+	for _, s := range tradeTransitions[t.State] {
+		allowed = allowed || s == c.State
+	}
+	if !allowed {
+		return Result{}, cmdErr(CodeInvalidTransition, c.ItemID, "trade of auction %q item %q is %s and cannot become %s", c.AuctionID, c.ItemID, t.State, c.State)
+	}
+	now := tx.now
+	u := *t
+	u.State, u.Reason, u.Updated = c.State, c.Reason, now
+	if c.State == TradeAcked && c.SellerAllocID != "" {
+		u.SellerAllocID = c.SellerAllocID
+	}
+	set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), &u)
+	if c.State == TradeCancelled {
+		if j, ok := tx.job(t.JobID); ok && j.Remote != nil && j.Remote.AuctionID == t.AuctionID && j.Remote.ItemID == t.ItemID {
+			uj := *j
+			uj.Remote, uj.Updated = nil, now
+			if !uj.State.Terminal() {
+				uj.State = JobPending
+				uj.Reason = "trade of auction " + t.AuctionID + " item " + t.ItemID + " cancelled"
+				if c.Reason != "" {
+					uj.Reason += ": " + c.Reason
+				}
+			}
+			tx.putJob(&uj)
+		}
+	}
+	return res, nil
+}
+
+func (tx *ledgerTx) addLease(c AddLease) (Result, *CommandError) {
+	ls := c.Lease
+	if err := firstErr(checkID("lease.id", ls.ID), checkID("lease.peer_region", ls.PeerRegion),
+		checkResources("lease.resources", ls.Resources), checkPrice("lease.price_per_hour", ls.PricePerHour),
+		checkTimeRange("lease.start", ls.Start), checkTimeRange("lease.end", ls.End),
+		checkText("lease.auction_id", ls.AuctionID), checkText("lease.item_id", ls.ItemID)); err != nil {
+		return Result{}, err
+	}
+	if ls.Direction != LeaseBought && ls.Direction != LeaseSold {
+		return Result{}, invalid("lease.direction", "%s is not bought or sold", ls.Direction)
+	}
+	if !ls.End.After(ls.Start) {
+		return Result{}, invalid("lease.end", "must be after lease.start")
+	}
+	if ls.PeerRegion == tx.region {
+		return Result{}, invalid("lease.peer_region", "a region cannot lease from itself (%q)", ls.PeerRegion)
+	}
+	ls.Start, ls.End, ls.Resources, ls.Added = canon(ls.Start), canon(ls.End), canonRes(ls.Resources), tx.now
+	if old, ok := tx.t.leases.get(ls.ID); ok {
+		cmp := *old
+		cmp.Added = ls.Added
+		if cmp == ls {
+			return Result{ID: ls.ID, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, ls.ID, "lease %q was added before with different terms", ls.ID)
+	}
+	set(tx, tx.t.leases, ls.ID, &ls)
+	return Result{ID: ls.ID}, nil
+}
+
+func (tx *ledgerTx) removeLease(c RemoveLease) (Result, *CommandError) {
+	if err := checkID("id", c.ID); err != nil {
+		return Result{}, err
+	}
+	if !del(tx, tx.t.leases, c.ID) {
+		return Result{ID: c.ID, Existing: true}, nil
+	}
+	return Result{ID: c.ID}, nil
+}
+
+func (tx *ledgerTx) prune(c Prune) (Result, *CommandError) {
+	if err := checkTimeRange("before", c.Before); err != nil {
+		return Result{}, err
+	}
+	if c.Before.After(tx.now) {
+		return Result{}, invalid("before", "%s is after the command time %s", c.Before.Format(time.RFC3339Nano), tx.now.Format(time.RFC3339Nano))
+	}
+	var (
+		jobs, allocs, trades, leases, items []string
+		goneJobs                            = map[string]bool{}
+	)
+	tx.t.jobs.each(func(id string, j *Job) bool {
+		if j.State.Terminal() && j.Updated.Before(c.Before) {
+			jobs = append(jobs, id)
+			goneJobs[id] = true
+		}
+		return true
+	})
+	tx.t.allocs.each(func(id string, a *Allocation) bool {
+		if !a.Live() && a.Stopped.Before(c.Before) {
+			allocs = append(allocs, id)
+			if a.AuctionID != "" {
+				items = append(items, key(a.AuctionID, a.ItemID))
+			}
+		}
+		return true
+	})
+	tx.t.trades.each(func(k string, t *Trade) bool {
+		if !t.Updated.Before(c.Before) {
+			return true
+		}
+		j, ok := tx.t.jobs.get(t.JobID)
+		if t.State == TradeCancelled || !ok || goneJobs[t.JobID] || (t.State == TradeAcked && j.State.Terminal()) {
+			trades = append(trades, k)
+		}
+		return true
+	})
+	tx.t.leases.each(func(id string, ls *Lease) bool {
+		if ls.End.Before(c.Before) {
+			leases = append(leases, id)
+		}
+		return true
+	})
+	for _, k := range items {
+		del(tx, tx.t.items, k)
+	}
+	pruned := 0
+	for _, k := range jobs {
+		if del(tx, tx.t.jobs, k) {
+			pruned++
+		}
+	}
+	for _, k := range allocs {
+		if del(tx, tx.t.allocs, k) {
+			pruned++
+		}
+	}
+	for _, k := range trades {
+		if del(tx, tx.t.trades, k) {
+			pruned++
+		}
+	}
+	for _, k := range leases {
+		if del(tx, tx.t.leases, k) {
+			pruned++
+		}
+	}
+	return Result{Pruned: pruned}, nil
+}

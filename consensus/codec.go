@@ -1,0 +1,394 @@
+package consensus
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// The log format.
+//
+// A Raft log entry written by this package is a msgpack array
+// [entryFormat, [envelope, ...]], and an envelope is the array
+// [version, kind, now, body] where body is the command's msgpack encoding.
+// Decoding is done by hand, element by element, so that a length prefix in
+// corrupt or hostile bytes can never make the decoder allocate more than the
+// input's own size.
+
+// CommandVersion is the version of the command bodies this build writes.
+// A replica rejects (with ErrUnsupported, identically everywhere) a command
+// whose version it does not know; bump it only with a migration plan.
+const CommandVersion uint8 = 1
+
+// entryFormat is the version of the entry framing.
+const entryFormat = 1
+
+// Envelope is a command as it travels in the log and over the forwarding
+// RPC: its kind, the version of its body's encoding, the time the leader
+// stamped it with, and the msgpack body.
+type Envelope struct {
+	Version uint8
+	Kind    Kind
+	// Now is stamped by the leader's proposal queue; zero until then.
+	Now  time.Time
+	Body []byte
+}
+
+// EncodeCommand encodes a command's body into an envelope (Now is left
+// zero for the leader to stamp).
+func EncodeCommand(c Command) (Envelope, error) {
+	if c == nil {
+		return Envelope{}, invalid("command", "must not be nil")
+	}
+	k := c.Kind()
+	if _, ok := newBody(k); !ok {
+		return Envelope{}, cmdErr(CodeUnsupported, "", "command kind %d (%T)", uint8(k), c)
+	}
+	body, err := msgpack.Marshal(c)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("encode %s command: %w", k, err)
+	}
+	return Envelope{Version: CommandVersion, Kind: k, Body: body}, nil
+}
+
+// DecodeCommand decodes an envelope's body into its typed command. An
+// unknown version or kind fails with ErrUnsupported, a body that does not
+// decode with ErrMalformed; both are *CommandError values.
+func DecodeCommand(env Envelope) (Command, error) {
+	if env.Version != CommandVersion {
+		return nil, cmdErr(CodeUnsupported, env.Kind.String(), "command version %d (this build reads version %d)", env.Version, CommandVersion)
+	}
+	p, ok := newBody(env.Kind)
+	if !ok {
+		return nil, cmdErr(CodeUnsupported, "", "unknown command kind %d", uint8(env.Kind))
+	}
+	if err := unmarshal(env.Body, p); err != nil {
+		return nil, cmdErr(CodeMalformed, env.Kind.String(), "decode %s body: %v", env.Kind, err)
+	}
+	return deref(p), nil
+}
+
+// appendEnvelope writes one envelope, with its time, to enc.
+func encodeEnvelope(enc *msgpack.Encoder, env Envelope) error {
+	if err := enc.EncodeArrayLen(4); err != nil {
+		return err
+	}
+	if err := enc.EncodeUint8(env.Version); err != nil {
+		return err
+	}
+	if err := enc.EncodeUint8(uint8(env.Kind)); err != nil {
+		return err
+	}
+	if err := enc.EncodeTime(env.Now); err != nil {
+		return err
+	}
+	return enc.EncodeBytes(env.Body)
+}
+
+// encodeEntry encodes a log entry holding the envelopes.
+func encodeEntry(envs []Envelope) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(16 + envelopesSize(envs))
+	enc := msgpack.NewEncoder(&buf)
+	if err := enc.EncodeArrayLen(2); err != nil {
+		return nil, err
+	}
+	if err := enc.EncodeUint8(entryFormat); err != nil {
+		return nil, err
+	}
+	if err := enc.EncodeArrayLen(len(envs)); err != nil {
+		return nil, err
+	}
+	for _, e := range envs {
+		if err := encodeEnvelope(enc, e); err != nil {
+			return nil, fmt.Errorf("encode %s envelope: %w", e.Kind, err)
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// envelopeOverhead bounds the bytes an envelope adds around its body.
+const envelopeOverhead = 24
+
+func envelopesSize(envs []Envelope) int {
+	n := 0
+	for _, e := range envs {
+		n += len(e.Body) + envelopeOverhead
+	}
+	return n
+}
+
+// decodeEntry decodes a log entry into its envelopes.
+func decodeEntry(data []byte) ([]Envelope, error) {
+	r := bytes.NewReader(data)
+	dec := msgpack.NewDecoder(r)
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return nil, fmt.Errorf("entry header: %w", err)
+	}
+	if n != 2 {
+		return nil, fmt.Errorf("entry header: array of %d elements, want 2", n)
+	}
+	format, err := decodeSmallUint(dec, "entry format")
+	if err != nil {
+		return nil, err
+	}
+	if format != entryFormat {
+		return nil, fmt.Errorf("entry format %d (this build reads format %d)", format, entryFormat)
+	}
+	count, err := dec.DecodeArrayLen()
+	if err != nil {
+		return nil, fmt.Errorf("entry command count: %w", err)
+	}
+	// Every envelope takes at least 5 bytes, so a count above what is left
+	// is a lie, and must not size an allocation.
+	if count < 0 || count > r.Len()/5 {
+		return nil, fmt.Errorf("entry claims %d commands in %d bytes", count, r.Len())
+	}
+	envs := make([]Envelope, count)
+	for i := range envs {
+		if envs[i], err = decodeEnvelope(dec, r); err != nil {
+			return nil, fmt.Errorf("command %d of %d: %w", i, count, err)
+		}
+	}
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%d trailing bytes after the entry", r.Len())
+	}
+	return envs, nil
+}
+
+func decodeEnvelope(dec *msgpack.Decoder, r byteReader) (Envelope, error) {
+	var env Envelope
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return env, fmt.Errorf("envelope: %w", err)
+	}
+	if n != 4 {
+		return env, fmt.Errorf("envelope: array of %d elements, want 4", n)
+	}
+	v, err := decodeSmallUint(dec, "envelope version")
+	if err != nil {
+		return env, err
+	}
+	k, err := decodeSmallUint(dec, "envelope kind")
+	if err != nil {
+		return env, err
+	}
+	now, err := dec.DecodeTime()
+	if err != nil {
+		return env, fmt.Errorf("envelope time: %w", err)
+	}
+	body, err := decodeBin(dec, r, maxFrame)
+	if err != nil {
+		return env, fmt.Errorf("envelope body: %w", err)
+	}
+	return Envelope{Version: v, Kind: Kind(k), Now: canon(now), Body: body}, nil
+}
+
+func decodeSmallUint(dec *msgpack.Decoder, what string) (uint8, error) {
+	v, err := dec.DecodeInt64()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if v < 0 || v > math.MaxUint8 {
+		return 0, fmt.Errorf("%s: %d is out of range 0..255", what, v)
+	}
+	return uint8(v), nil
+}
+
+// canon returns t in the one form the ledger stores: UTC, without a
+// monotonic clock reading, so that equal instants compare equal with ==
+// and reflect.DeepEqual on every replica.
+func canon(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Round(0).UTC()
+}
+
+// maxNesting bounds how deep arrays and maps may nest in a decoded
+// message; the deepest real one is a few levels.
+const maxNesting = 16
+
+// checkStructure scans one msgpack value and rejects what the reflective
+// decoder cannot be trusted with: a nil value (msgpack v5.4.1 panics
+// decoding nil into a time.Time field), nesting deeper than maxNesting (its
+// Skip recurses once per level), lengths beyond the input, and trailing
+// bytes. Every byte slice that comes from the network, the log or a
+// snapshot passes here before msgpack.Unmarshal. It reads the bytes
+// directly, without a decoder, so it costs little next to the decoding.
+func checkStructure(b []byte) error {
+	n, err := scanValue(b, 0)
+	if err != nil {
+		return err
+	}
+	if n != len(b) {
+		return fmt.Errorf("%d trailing bytes", len(b)-n)
+	}
+	return nil
+}
+
+var errTruncated = errors.New("truncated value")
+
+// scanValue returns the length of the msgpack value at the start of b.
+func scanValue(b []byte, depth int) (int, error) {
+	if len(b) == 0 {
+		return 0, errTruncated
+	}
+	c := b[0]
+	// be reads an n-byte big-endian length after the code.
+	be := func(n int) (int, error) {
+		if len(b) < 1+n {
+			return 0, errTruncated
+		}
+		v := 0
+		for _, x := range b[1 : 1+n] {
+			v = v<<8 | int(x)
+		}
+		return v, nil
+	}
+	// fixed returns a value of n bytes in all; payload one with a length
+	// header of h bytes, e extra bytes (an ext's type) and l payload bytes.
+	fixed := func(n int) (int, error) {
+		if len(b) < n {
+			return 0, errTruncated
+		}
+		return n, nil
+	}
+	payload := func(h, e int) (int, error) {
+		l, err := be(h)
+		if err != nil {
+			return 0, err
+		}
+		return fixed(1 + h + e + l)
+	}
+	switch {
+	case c <= 0x7f || c >= 0xe0 || c == 0xc2 || c == 0xc3:
+		return 1, nil
+	case c >= 0xa0 && c <= 0xbf:
+		return fixed(1 + int(c&0x1f))
+	case c >= 0x80 && c <= 0x8f:
+		return scanItems(b, 1, 2*int(c&0x0f), depth)
+	case c >= 0x90 && c <= 0x9f:
+		return scanItems(b, 1, int(c&0x0f), depth)
+	}
+	switch c {
+	case 0xc0:
+		return 0, errors.New("nil value")
+	case 0xc4, 0xd9:
+		return payload(1, 0)
+	case 0xc5, 0xda:
+		return payload(2, 0)
+	case 0xc6, 0xdb:
+		return payload(4, 0)
+	case 0xc7:
+		return payload(1, 1)
+	case 0xc8:
+		return payload(2, 1)
+	case 0xc9:
+		return payload(4, 1)
+	case 0xcc, 0xd0:
+		return fixed(2)
+	case 0xcd, 0xd1:
+		return fixed(3)
+	case 0xca, 0xce, 0xd2:
+		return fixed(5)
+	case 0xcb, 0xcf, 0xd3:
+		return fixed(9)
+	case 0xd4:
+		return fixed(3)
+	case 0xd5:
+		return fixed(4)
+	case 0xd6:
+		return fixed(6)
+	case 0xd7:
+		return fixed(10)
+	case 0xd8:
+		return fixed(18)
+	case 0xdc, 0xde:
+		n, err := be(2)
+		if err != nil {
+			return 0, err
+		}
+		if c == 0xde {
+			n *= 2
+		}
+		return scanItems(b, 3, n, depth)
+	case 0xdd, 0xdf:
+		n, err := be(4)
+		if err != nil {
+			return 0, err
+		}
+		if c == 0xdf {
+			n *= 2
+		}
+		return scanItems(b, 5, n, depth)
+	}
+	return 0, fmt.Errorf("invalid msgpack code 0x%02x", c)
+}
+
+// scanItems scans n values after an h-byte header.
+func scanItems(b []byte, h, n, depth int) (int, error) {
+	if depth >= maxNesting {
+		return 0, fmt.Errorf("values nested deeper than %d levels", maxNesting)
+	}
+	if n > len(b)-h {
+		return 0, errTruncated // every value takes at least a byte
+	}
+	off := h
+	for range n {
+		m, err := scanValue(b[off:], depth+1)
+		if err != nil {
+			return 0, err
+		}
+		off += m
+	}
+	return off, nil
+}
+
+// unmarshal decodes untrusted msgpack into v after checkStructure.
+func unmarshal(b []byte, v any) error {
+	if err := checkStructure(b); err != nil {
+		return err
+	}
+	return msgpack.Unmarshal(b, v)
+}
+
+// byteReader is a reader msgpack.Decoder reads from directly, without a
+// buffer of its own, so that the bytes after a length header can be read
+// from it by the caller.
+type byteReader interface {
+	io.Reader
+	io.ByteScanner
+}
+
+// decodeBin reads a bin (or str) value whose length header comes from
+// untrusted bytes. msgpack's own DecodeBytes allocates whatever length the
+// header claims (up to 4 GiB); here the length is capped at max and the
+// buffer grows only with the bytes actually present.
+func decodeBin(dec *msgpack.Decoder, r byteReader, max int) ([]byte, error) {
+	n, err := dec.DecodeBytesLen()
+	if err != nil {
+		return nil, err
+	}
+	if n < 0 {
+		return nil, nil
+	}
+	if n > max {
+		return nil, fmt.Errorf("%d bytes, at most %d allowed", n, max)
+	}
+	buf := make([]byte, 0, min(n, 64<<10))
+	for len(buf) < n {
+		start := len(buf)
+		buf = append(buf, make([]byte, min(n-start, 1<<20))...)
+		if _, err := io.ReadFull(r, buf[start:]); err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}

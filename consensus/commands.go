@@ -1,0 +1,450 @@
+package consensus
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// Kind identifies a command's type. The numeric values are part of the log
+// format: never renumber or reuse one.
+type Kind uint8
+
+// Command kinds.
+const (
+	KindRegisterNode      Kind = 1
+	KindUpdateNode        Kind = 2
+	KindSetNodeState      Kind = 3
+	KindRemoveNode        Kind = 4
+	KindSubmitJob         Kind = 5
+	KindPlaceJob          Kind = 6
+	KindReplaceAllocation Kind = 7
+	KindStopAllocation    Kind = 8
+	KindRenewAllocation   Kind = 9
+	KindSetJobState       Kind = 10
+	KindBumpEpoch         Kind = 11
+	KindHoldEscrow        Kind = 12
+	KindReleaseEscrow     Kind = 13
+	KindConvertEscrow     Kind = 14
+	KindExpire            Kind = 15
+	KindRecordAward       Kind = 16
+	KindSetTradeState     Kind = 17
+	KindAddLease          Kind = 18
+	KindRemoveLease       Kind = 19
+	KindPrune             Kind = 20
+
+	maxKind = KindPrune
+)
+
+var kindNames = [...]string{
+	KindRegisterNode:      "RegisterNode",
+	KindUpdateNode:        "UpdateNode",
+	KindSetNodeState:      "SetNodeState",
+	KindRemoveNode:        "RemoveNode",
+	KindSubmitJob:         "SubmitJob",
+	KindPlaceJob:          "PlaceJob",
+	KindReplaceAllocation: "ReplaceAllocation",
+	KindStopAllocation:    "StopAllocation",
+	KindRenewAllocation:   "RenewAllocation",
+	KindSetJobState:       "SetJobState",
+	KindBumpEpoch:         "BumpEpoch",
+	KindHoldEscrow:        "HoldEscrow",
+	KindReleaseEscrow:     "ReleaseEscrow",
+	KindConvertEscrow:     "ConvertEscrow",
+	KindExpire:            "Expire",
+	KindRecordAward:       "RecordAward",
+	KindSetTradeState:     "SetTradeState",
+	KindAddLease:          "AddLease",
+	KindRemoveLease:       "RemoveLease",
+	KindPrune:             "Prune",
+}
+
+// String names the kind after its command type.
+func (k Kind) String() string {
+	if k >= 1 && k <= maxKind {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Command is one typed ledger command. Each kind has exactly one type,
+// declared below; the leader stamps it with the time when it packs it into
+// a log entry, and every replica applies it with that time.
+//
+// Apply validates each command against the ledger and either applies all of
+// it or none of it; the outcome (a Result) is the same on every replica.
+type Command interface {
+	// Kind names the command's type on the wire.
+	Kind() Kind
+}
+
+// RegisterNode adds a node with its capacity. Registering the same node
+// again with the same description changes nothing (Result.Existing); with a
+// different one it fails with ErrConflict: use UpdateNode. A new node is
+// ready. Result.ID is the node ID.
+type RegisterNode struct {
+	ID string `msgpack:"id"`
+	// Region must be the ledger's region, or empty for it.
+	Region       string              `msgpack:"r,omitempty"`
+	Total        placement.Resources `msgpack:"t"`
+	PricePerHour float64             `msgpack:"p"`
+	GPUType      string              `msgpack:"g,omitempty"`
+}
+
+// UpdateNode changes a node's capacity, price or GPU type. Shrinking the
+// capacity below what live allocations and escrows use fails with
+// ErrOvercommit.
+type UpdateNode struct {
+	ID           string              `msgpack:"id"`
+	Total        placement.Resources `msgpack:"t"`
+	PricePerHour float64             `msgpack:"p"`
+	GPUType      string              `msgpack:"g,omitempty"`
+}
+
+// SetNodeState marks a node ready, draining or down. It moves no
+// allocation: the leader re-places a down node's allocations with
+// ReplaceAllocation.
+type SetNodeState struct {
+	ID     string    `msgpack:"id"`
+	State  NodeState `msgpack:"s"`
+	Reason string    `msgpack:"re,omitempty"`
+}
+
+// RemoveNode deletes a node that holds no live allocation or escrow
+// (ErrConflict otherwise). Removing an unknown node succeeds with
+// Result.Existing, so that a retried removal is harmless.
+type RemoveNode struct {
+	ID string `msgpack:"id"`
+}
+
+// SubmitJob records a job this region now owns, pending. Submission is
+// idempotent by Job.ID: the same ID with the same spec returns the existing
+// job (Result.Existing); with a different spec it fails with ErrConflict.
+// Result.ID is the job ID.
+type SubmitJob struct {
+	Job placement.Job `msgpack:"job"`
+}
+
+// PlaceJob creates a live allocation of a pending job on a ready node, under
+// the job's next placement epoch. It fails with ErrDoubleAllocation if the
+// job already has a live placement (local or traded), with ErrOvercommit if
+// the node lacks the free capacity, with ErrNodeNotReady if the node is not
+// ready. Result.ID is the new allocation's ID, Result.Epoch its epoch.
+type PlaceJob struct {
+	JobID  string `msgpack:"j"`
+	NodeID string `msgpack:"n"`
+	// Resources to allocate; zero means the job's demand.
+	Resources placement.Resources `msgpack:"res"`
+	// Epoch, when not zero, must be exactly the job's epoch + 1 (the epoch
+	// the caller expects to create); otherwise the command fails with
+	// ErrStaleEpoch, because someone placed the job since the caller read
+	// the ledger.
+	Epoch uint64 `msgpack:"e,omitempty"`
+	// LeaseExpiry ends the allocation unless renewed; zero means never.
+	LeaseExpiry time.Time `msgpack:"le"`
+}
+
+// ReplaceAllocation moves a job's live local allocation to a node in one
+// step: the old allocation stops (StopReplaced) and a new one starts under
+// the next epoch. The capacity the old allocation frees counts when the new
+// node is the same node. Result.ID is the new allocation, Result.Epoch its
+// epoch.
+type ReplaceAllocation struct {
+	JobID       string              `msgpack:"j"`
+	NodeID      string              `msgpack:"n"`
+	Resources   placement.Resources `msgpack:"res"`
+	Epoch       uint64              `msgpack:"e,omitempty"`
+	LeaseExpiry time.Time           `msgpack:"le"`
+	Reason      string              `msgpack:"re,omitempty"`
+}
+
+// StopAllocation stops a live allocation and gives its resources back. It
+// is idempotent: stopping a stopped allocation succeeds with
+// Result.Existing. When the allocation is the live allocation of a job this
+// region owns, the job becomes completed (for StopCompleted) or pending
+// (for any other reason, with the reason recorded).
+type StopAllocation struct {
+	AllocID string     `msgpack:"a"`
+	Reason  StopReason `msgpack:"r"`
+	Message string     `msgpack:"m,omitempty"`
+}
+
+// RenewAllocation moves a live allocation's lease expiry (later, or to zero
+// for no expiry). The new expiry must be after the command time.
+type RenewAllocation struct {
+	AllocID     string    `msgpack:"a"`
+	LeaseExpiry time.Time `msgpack:"le"`
+}
+
+// SetJobState moves a job to running (it must have a live placement), or
+// ends it: completed, failed or cancelled, stopping its live local
+// allocation with the matching reason. Setting the state a job already has
+// succeeds with Result.Existing; leaving a terminal state fails with
+// ErrInvalidTransition.
+type SetJobState struct {
+	JobID  string   `msgpack:"j"`
+	State  JobState `msgpack:"s"`
+	Reason string   `msgpack:"re,omitempty"`
+}
+
+// BumpEpoch starts a new placement epoch for a job with no live placement,
+// for example before the job is put up for auction: the award is then
+// recorded under this epoch. Result.Epoch is the new epoch.
+type BumpEpoch struct {
+	JobID string `msgpack:"j"`
+	// Epoch, when not zero, must be the job's epoch + 1 (ErrStaleEpoch
+	// otherwise).
+	Epoch  uint64 `msgpack:"e,omitempty"`
+	Reason string `msgpack:"re,omitempty"`
+}
+
+// HoldEscrow holds capacity on a ready node for a buyer region's auction
+// item until Expiry (which must be after the command time). It is
+// idempotent by AuctionID and ItemID. The hold counts against the node's
+// capacity exactly as an allocation does. Result.ID is the escrow's ID.
+type HoldEscrow struct {
+	NodeID      string              `msgpack:"n"`
+	Resources   placement.Resources `msgpack:"res"`
+	BuyerRegion string              `msgpack:"b"`
+	AuctionID   string              `msgpack:"au"`
+	ItemID      string              `msgpack:"it"`
+	Expiry      time.Time           `msgpack:"x"`
+}
+
+// ReleaseEscrow gives an escrow's capacity back (the buyer chose another
+// seller). Releasing an escrow that is gone (released, expired, converted)
+// succeeds with Result.Existing.
+type ReleaseEscrow struct {
+	AuctionID string `msgpack:"au"`
+	ItemID    string `msgpack:"it"`
+	Reason    string `msgpack:"re,omitempty"`
+}
+
+// ConvertEscrow turns an escrow into a live allocation of the buyer's job
+// (the award arrived). It is idempotent by AuctionID and ItemID: converting
+// again returns the allocation (Result.Existing). It fails with ErrNotFound
+// when no live escrow is held for the item (it expired or was released).
+// Result.ID is the allocation's ID.
+type ConvertEscrow struct {
+	AuctionID string `msgpack:"au"`
+	ItemID    string `msgpack:"it"`
+	JobID     string `msgpack:"j"`
+	// JobRegion is the buyer's region, which owns the job.
+	JobRegion   string    `msgpack:"jr"`
+	Epoch       uint64    `msgpack:"e"`
+	LeaseExpiry time.Time `msgpack:"le"`
+}
+
+// Expire does nothing but advance the ledger's time to the command time.
+// Every command does that first: escrows whose expiry has come are
+// released and allocations whose lease has run out are stopped
+// (StopExpired), and Result.Expired lists their IDs. The leader proposes
+// Expire when the earliest expiry has passed, so that an idle ledger is
+// cleaned too.
+type Expire struct{}
+
+// RecordAward records that this region, as buyer, awarded an auction item
+// for one of its jobs to a seller region. The job must have no live
+// placement (ErrDoubleAllocation) and Epoch must be the job's current epoch
+// (ErrStaleEpoch); the job becomes traded. Idempotent by AuctionID and
+// ItemID.
+type RecordAward struct {
+	AuctionID    string              `msgpack:"au"`
+	ItemID       string              `msgpack:"it"`
+	JobID        string              `msgpack:"j"`
+	SellerRegion string              `msgpack:"sr"`
+	Resources    placement.Resources `msgpack:"res"`
+	PricePerHour float64             `msgpack:"p"`
+	Epoch        uint64              `msgpack:"e"`
+}
+
+// SetTradeState moves a trade: awarded → acked, in-doubt or cancelled;
+// in-doubt → acked or cancelled; acked → cancelled. Cancelling the trade a
+// traded job runs under sends the job back to pending. Setting the state a
+// trade already has succeeds with Result.Existing.
+type SetTradeState struct {
+	AuctionID string     `msgpack:"au"`
+	ItemID    string     `msgpack:"it"`
+	State     TradeState `msgpack:"s"`
+	Reason    string     `msgpack:"re,omitempty"`
+	// SellerAllocID is the seller's allocation ID, recorded on ack.
+	SellerAllocID string `msgpack:"sa,omitempty"`
+}
+
+// AddLease records a lease bought from or sold to another region. It is
+// idempotent by Lease.ID (ErrConflict when the same ID comes with different
+// terms). Lease.Added is set by the ledger.
+type AddLease struct {
+	Lease Lease `msgpack:"lease"`
+}
+
+// RemoveLease deletes a lease record; removing an unknown lease succeeds
+// with Result.Existing.
+type RemoveLease struct {
+	ID string `msgpack:"id"`
+}
+
+// Prune deletes history older than Before: stopped allocations stopped
+// before it, terminal jobs last updated before it (with their stopped
+// allocations), cancelled trades and acked trades of terminal jobs updated
+// before it, and leases that ended before it. After a job is pruned its ID
+// may be submitted again as a new job. Before must not be after the command
+// time. Result.Pruned counts the records deleted.
+type Prune struct {
+	Before time.Time `msgpack:"b"`
+}
+
+// Kind implements Command.
+func (RegisterNode) Kind() Kind { return KindRegisterNode }
+
+// Kind implements Command.
+func (UpdateNode) Kind() Kind { return KindUpdateNode }
+
+// Kind implements Command.
+func (SetNodeState) Kind() Kind { return KindSetNodeState }
+
+// Kind implements Command.
+func (RemoveNode) Kind() Kind { return KindRemoveNode }
+
+// Kind implements Command.
+func (SubmitJob) Kind() Kind { return KindSubmitJob }
+
+// Kind implements Command.
+func (PlaceJob) Kind() Kind { return KindPlaceJob }
+
+// Kind implements Command.
+func (ReplaceAllocation) Kind() Kind { return KindReplaceAllocation }
+
+// Kind implements Command.
+func (StopAllocation) Kind() Kind { return KindStopAllocation }
+
+// Kind implements Command.
+func (RenewAllocation) Kind() Kind { return KindRenewAllocation }
+
+// Kind implements Command.
+func (SetJobState) Kind() Kind { return KindSetJobState }
+
+// Kind implements Command.
+func (BumpEpoch) Kind() Kind { return KindBumpEpoch }
+
+// Kind implements Command.
+func (HoldEscrow) Kind() Kind { return KindHoldEscrow }
+
+// Kind implements Command.
+func (ReleaseEscrow) Kind() Kind { return KindReleaseEscrow }
+
+// Kind implements Command.
+func (ConvertEscrow) Kind() Kind { return KindConvertEscrow }
+
+// Kind implements Command.
+func (Expire) Kind() Kind { return KindExpire }
+
+// Kind implements Command.
+func (RecordAward) Kind() Kind { return KindRecordAward }
+
+// Kind implements Command.
+func (SetTradeState) Kind() Kind { return KindSetTradeState }
+
+// Kind implements Command.
+func (AddLease) Kind() Kind { return KindAddLease }
+
+// Kind implements Command.
+func (RemoveLease) Kind() Kind { return KindRemoveLease }
+
+// Kind implements Command.
+func (Prune) Kind() Kind { return KindPrune }
+
+// newBody returns a pointer to a zero command of the kind, to decode into.
+func newBody(k Kind) (any, bool) {
+	switch k {
+	case KindRegisterNode:
+		return new(RegisterNode), true
+	case KindUpdateNode:
+		return new(UpdateNode), true
+	case KindSetNodeState:
+		return new(SetNodeState), true
+	case KindRemoveNode:
+		return new(RemoveNode), true
+	case KindSubmitJob:
+		return new(SubmitJob), true
+	case KindPlaceJob:
+		return new(PlaceJob), true
+	case KindReplaceAllocation:
+		return new(ReplaceAllocation), true
+	case KindStopAllocation:
+		return new(StopAllocation), true
+	case KindRenewAllocation:
+		return new(RenewAllocation), true
+	case KindSetJobState:
+		return new(SetJobState), true
+	case KindBumpEpoch:
+		return new(BumpEpoch), true
+	case KindHoldEscrow:
+		return new(HoldEscrow), true
+	case KindReleaseEscrow:
+		return new(ReleaseEscrow), true
+	case KindConvertEscrow:
+		return new(ConvertEscrow), true
+	case KindExpire:
+		return new(Expire), true
+	case KindRecordAward:
+		return new(RecordAward), true
+	case KindSetTradeState:
+		return new(SetTradeState), true
+	case KindAddLease:
+		return new(AddLease), true
+	case KindRemoveLease:
+		return new(RemoveLease), true
+	case KindPrune:
+		return new(Prune), true
+	}
+	return nil, false
+}
+
+// deref turns the pointer newBody returned back into a Command value.
+func deref(p any) Command {
+	switch b := p.(type) {
+	case *RegisterNode:
+		return *b
+	case *UpdateNode:
+		return *b
+	case *SetNodeState:
+		return *b
+	case *RemoveNode:
+		return *b
+	case *SubmitJob:
+		return *b
+	case *PlaceJob:
+		return *b
+	case *ReplaceAllocation:
+		return *b
+	case *StopAllocation:
+		return *b
+	case *RenewAllocation:
+		return *b
+	case *SetJobState:
+		return *b
+	case *BumpEpoch:
+		return *b
+	case *HoldEscrow:
+		return *b
+	case *ReleaseEscrow:
+		return *b
+	case *ConvertEscrow:
+		return *b
+	case *Expire:
+		return *b
+	case *RecordAward:
+		return *b
+	case *SetTradeState:
+		return *b
+	case *AddLease:
+		return *b
+	case *RemoveLease:
+		return *b
+	case *Prune:
+		return *b
+	}
+	panic(fmt.Sprintf("consensus: deref of unknown command type %T", p))
+}

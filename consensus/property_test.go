@@ -1,0 +1,283 @@
+package consensus
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// cmdGen draws random commands over a small world of IDs, so that
+// sequences hit every path: conflicts, overcommits, double allocations,
+// expiries, stale epochs, unknown IDs.
+type cmdGen struct {
+	r   *rand.Rand
+	now time.Time
+}
+
+func (g *cmdGen) pick(prefix string, n int) string { return fmt.Sprintf("%s%d", prefix, g.r.IntN(n)) }
+
+func (g *cmdGen) resources(scale float64) placement.Resources {
+	return placement.Resources{
+		ComputePerHour: float64(1+g.r.IntN(8)) * scale * 12.5,
+		StorageGB:      float64(g.r.IntN(4)) * scale * 100,
+		BandwidthGBps:  float64(g.r.IntN(3)) * scale * 0.7,
+		GPUs:           g.r.IntN(3),
+	}
+}
+
+func (g *cmdGen) expiry() time.Time {
+	return g.now.Add(time.Duration(1+g.r.IntN(120)) * time.Second)
+}
+
+func (g *cmdGen) next() Command {
+	region := []string{"us-east-1", "ap-south-1"}[g.r.IntN(2)]
+	switch g.r.IntN(20) {
+	case 0, 1:
+		return RegisterNode{ID: g.pick("n", 4), Total: placement.Resources{ComputePerHour: 200, StorageGB: 800, BandwidthGBps: 2, GPUs: 4}, PricePerHour: float64(1 + g.r.IntN(3))}
+	case 2:
+		return UpdateNode{ID: g.pick("n", 4), Total: placement.Resources{ComputePerHour: float64(50 * (1 + g.r.IntN(6))), StorageGB: 800, BandwidthGBps: 2, GPUs: 4}, PricePerHour: 2}
+	case 3:
+		return SetNodeState{ID: g.pick("n", 4), State: NodeState(1 + g.r.IntN(3))}
+	case 4:
+		return RemoveNode{ID: g.pick("n", 4)}
+	case 5, 6:
+		return SubmitJob{Job: placement.Job{ID: g.pick("j", 10), Demand: g.resources(1)}}
+	case 7, 8, 9:
+		var epoch uint64
+		if g.r.IntN(3) == 0 {
+			epoch = uint64(g.r.IntN(4))
+		}
+		var lease time.Time
+		if g.r.IntN(3) == 0 {
+			lease = g.expiry()
+		}
+		c := PlaceJob{JobID: g.pick("j", 10), NodeID: g.pick("n", 4), Epoch: epoch, LeaseExpiry: lease}
+		if g.r.IntN(2) == 0 {
+			c.Resources = g.resources(1)
+		}
+		return c
+	case 10:
+		return ReplaceAllocation{JobID: g.pick("j", 10), NodeID: g.pick("n", 4)}
+	case 11:
+		return StopAllocation{AllocID: g.pick("a-", 40), Reason: StopReason(1 + g.r.IntN(5))}
+	case 12:
+		return SetJobState{JobID: g.pick("j", 10), State: JobState(1 + g.r.IntN(7))}
+	case 13:
+		return HoldEscrow{NodeID: g.pick("n", 4), Resources: g.resources(1), BuyerRegion: region,
+			AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), Expiry: g.expiry()}
+	case 14:
+		return ReleaseEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3)}
+	case 15:
+		return ConvertEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), JobID: g.pick("rj", 4), JobRegion: region, Epoch: uint64(g.r.IntN(5))}
+	case 16:
+		if g.r.IntN(2) == 0 {
+			return BumpEpoch{JobID: g.pick("j", 10)}
+		}
+		return RecordAward{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), JobID: g.pick("j", 10),
+			SellerRegion: region, Resources: g.resources(1), PricePerHour: 2, Epoch: uint64(g.r.IntN(3))}
+	case 17:
+		return SetTradeState{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), State: TradeState(1 + g.r.IntN(4))}
+	case 18:
+		if g.r.IntN(4) == 0 {
+			return Prune{Before: g.now.Add(-time.Duration(g.r.IntN(300)) * time.Second)}
+		}
+		return RenewAllocation{AllocID: g.pick("a-", 40), LeaseExpiry: g.expiry()}
+	default:
+		return Expire{}
+	}
+}
+
+// checkInvariants verifies the ledger's invariants from its records alone.
+func checkInvariants(t *testing.T, l *Ledger, step int) {
+	t.Helper()
+	used := map[string]placement.Resources{}
+	live := map[string]string{}
+	for _, a := range l.Allocations() {
+		if !a.Live() {
+			continue
+		}
+		k := a.JobRegion + "/" + a.JobID
+		if other, dup := live[k]; dup {
+			t.Fatalf("step %d: job %s has two live allocations %s and %s", step, k, other, a.ID)
+		}
+		live[k] = a.ID
+		used[a.NodeID] = used[a.NodeID].Add(a.Resources)
+		if !a.LeaseExpiry.IsZero() && !a.LeaseExpiry.After(l.Now()) {
+			t.Fatalf("step %d: allocation %s outlived its lease", step, a.ID)
+		}
+	}
+	for _, e := range l.Escrows() {
+		used[e.NodeID] = used[e.NodeID].Add(e.Resources)
+		if !e.Expiry.After(l.Now()) {
+			t.Fatalf("step %d: escrow %s outlived its expiry %v (ledger time %v)", step, e.ID, e.Expiry, l.Now())
+		}
+	}
+	for _, n := range l.Nodes() {
+		u := used[n.ID]
+		if !u.FitsIn(n.Total) {
+			t.Fatalf("step %d: node %s overcommitted: %s of %s", step, n.ID, fmtRes(u), fmtRes(n.Total))
+		}
+		if !u.FitsIn(n.Used) || !n.Used.FitsIn(u) {
+			t.Fatalf("step %d: node %s Used %s, but its records sum to %s", step, n.ID, fmtRes(n.Used), fmtRes(u))
+		}
+		delete(used, n.ID)
+	}
+	if len(used) != 0 {
+		t.Fatalf("step %d: capacity held on unknown nodes %v", step, used)
+	}
+	for _, j := range l.Jobs() {
+		if j.AllocID != "" {
+			if live[l.Region()+"/"+j.ID] != j.AllocID {
+				t.Fatalf("step %d: job %s names allocation %s, which is not its live one", step, j.ID, j.AllocID)
+			}
+			if j.Remote != nil {
+				t.Fatalf("step %d: job %s is both local and traded", step, j.ID)
+			}
+		} else if id, ok := live[l.Region()+"/"+j.ID]; ok {
+			t.Fatalf("step %d: job %s has live allocation %s it does not name", step, j.ID, id)
+		}
+		if j.State.Terminal() && j.AllocID != "" {
+			t.Fatalf("step %d: %s job %s still holds allocation %s", step, j.State, j.ID, j.AllocID)
+		}
+	}
+}
+
+func resultKey(r Result) string {
+	return fmt.Sprintf("%d|%s|%d|%v|%v|%d|%v", r.Index, r.ID, r.Epoch, r.Existing, r.Expired, r.Pruned, r.Err)
+}
+
+// TestLedgerProperties feeds seeded random command sequences, packed in
+// random batches, to two independent state machines. After every entry
+// both must hold the invariants, agree on every result, and be equal; and a
+// snapshot/restore at random points must not change anything.
+func TestLedgerProperties(t *testing.T) {
+	seeds := 40
+	steps := 400
+	if testing.Short() {
+		seeds = 10
+	}
+	rejected := map[Code]int{}
+	for seed := range seeds {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			g := &cmdGen{r: rand.New(rand.NewPCG(uint64(seed), 7)), now: t0}
+			a, b := NewFSM("eu-west-1"), NewFSM("eu-west-1")
+			index := uint64(0)
+			for step := 0; step < steps; {
+				// Time mostly moves forward, sometimes backwards (a new
+				// leader with a slower clock).
+				g.now = g.now.Add(time.Duration(g.r.IntN(20)-3) * time.Second)
+				n := 1 + g.r.IntN(6)
+				envs := make([]Envelope, n)
+				for i := range envs {
+					env, err := EncodeCommand(g.next())
+					if err != nil {
+						t.Fatal(err)
+					}
+					env.Now = g.now
+					envs[i] = env
+				}
+				data, err := encodeEntry(envs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				index++
+				log := &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
+				ra := a.Apply(log).(*EntryResult)
+				rb := b.Apply(log).(*EntryResult)
+				if ra.Err != nil || len(ra.Results) != n {
+					t.Fatalf("entry %d: %v, %d results", index, ra.Err, len(ra.Results))
+				}
+				for i := range ra.Results {
+					if ka, kb := resultKey(ra.Results[i]), resultKey(rb.Results[i]); ka != kb {
+						t.Fatalf("entry %d command %d: replicas disagree: %s vs %s", index, i, ka, kb)
+					}
+					if err := ra.Results[i].Err; err != nil {
+						var ce *CommandError
+						if !errors.As(err, &ce) || ce.Code.Sentinel() == nil || !errors.Is(err, ce.Code.Sentinel()) {
+							t.Fatalf("entry %d command %d: error %v is not a CommandError with a sentinel", index, i, err)
+						}
+						rejected[ce.Code]++
+					}
+				}
+				step += n
+				checkInvariants(t, a.Ledger(), step)
+				if sa, sb := a.Ledger().Export(), b.Ledger().Export(); !reflect.DeepEqual(sa, sb) {
+					t.Fatalf("entry %d: replicas diverged", index)
+				}
+				if g.r.IntN(15) == 0 {
+					var buf bytes.Buffer
+					if err := WriteSnapshot(&buf, a.Ledger()); err != nil {
+						t.Fatal(err)
+					}
+					restored := NewFSM("eu-west-1")
+					if err := restored.Restore(readCloser{&buf}); err != nil {
+						t.Fatalf("restore at entry %d: %v", index, err)
+					}
+					if sa, sr := a.Ledger().Export(), restored.Ledger().Export(); !reflect.DeepEqual(sa, sr) {
+						t.Fatalf("entry %d: snapshot/restore changed the ledger:\n%+v\n%+v", index, sa, sr)
+					}
+					a = restored
+				}
+			}
+		})
+	}
+	t.Logf("rejections by code: %v", rejected)
+	// The generator must reach the rejections the invariants are about.
+	for _, c := range []Code{CodeOvercommit, CodeDoubleAllocation, CodeConflict, CodeStaleEpoch, CodeNotFound} {
+		if rejected[c] == 0 {
+			t.Errorf("no command was rejected with %s: the generator misses a path", c)
+		}
+	}
+}
+
+type readCloser struct{ *bytes.Buffer }
+
+func (readCloser) Close() error { return nil }
+
+func TestSnapshotRejectsCorruptAndForeignState(t *testing.T) {
+	r := newRun(t)
+	r.ok(gpuNode("n1"))
+	r.ok(SubmitJob{Job: job("j1", 10, 0)})
+	r.ok(PlaceJob{JobID: "j1", NodeID: "n1"})
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, r.l); err != nil {
+		t.Fatal(err)
+	}
+	full := buf.Bytes()
+	for cut := 0; cut < len(full); cut += 7 {
+		if _, err := ReadSnapshot(bytes.NewReader(full[:cut])); err == nil {
+			t.Fatalf("truncated snapshot (%d of %d bytes) was accepted", cut, len(full))
+		}
+	}
+	other := NewFSM("us-east-1")
+	if err := other.Restore(readCloser{bytes.NewBuffer(full)}); err == nil {
+		t.Fatal("a snapshot of another region was restored")
+	}
+	// A snapshot whose node is overcommitted is refused.
+	st := r.l.Export()
+	st.Nodes[0].Total = res(1, 1, 1, 0)
+	if _, err := Import(st); err == nil {
+		t.Fatal("Import accepted an overcommitted node")
+	}
+}
+
+func TestFSMMalformedEntries(t *testing.T) {
+	f := NewFSM("r")
+	for i, data := range [][]byte{nil, {0x90}, {0x92, 0x01}, {0x92, 0x02, 0x90}, {0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff}} {
+		out, ok := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data}).(*EntryResult)
+		if !ok || !errors.Is(out.Err, ErrMalformed) {
+			t.Errorf("entry %x: %+v, want ErrMalformed", data, out)
+		}
+	}
+	if got := f.Apply(&raft.Log{Index: 9, Type: raft.LogConfiguration}); got != nil {
+		t.Errorf("configuration entry gave %v", got)
+	}
+}

@@ -1,0 +1,112 @@
+package consensus
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/google/btree"
+)
+
+// table is one ordered table of the ledger: a copy-on-write B-tree keyed by
+// string. clone is O(1); the original and the clone may then be used
+// concurrently (one writer, any readers on the other), each copying the
+// nodes it changes. Values are never modified in place: a changed record is
+// a new value.
+type table[V any] struct {
+	t *btree.BTreeG[entry[V]]
+}
+
+type entry[V any] struct {
+	k string
+	v V
+}
+
+// btreeDegree keeps nodes small, so that copy-on-write after a clone
+// copies little.
+const btreeDegree = 16
+
+func newTable[V any]() table[V] {
+	return table[V]{t: btree.NewG(btreeDegree, func(a, b entry[V]) bool { return a.k < b.k })}
+}
+
+func (t table[V]) get(k string) (V, bool) {
+	e, ok := t.t.Get(entry[V]{k: k})
+	return e.v, ok
+}
+
+func (t table[V]) has(k string) bool { return t.t.Has(entry[V]{k: k}) }
+
+func (t table[V]) set(k string, v V) (old V, existed bool) {
+	e, existed := t.t.ReplaceOrInsert(entry[V]{k: k, v: v})
+	return e.v, existed
+}
+
+func (t table[V]) del(k string) (old V, existed bool) {
+	e, existed := t.t.Delete(entry[V]{k: k})
+	return e.v, existed
+}
+
+func (t table[V]) len() int { return t.t.Len() }
+
+func (t table[V]) clone() table[V] { return table[V]{t: t.t.Clone()} }
+
+// each calls fn in key order until it returns false.
+func (t table[V]) each(fn func(k string, v V) bool) {
+	t.t.Ascend(func(e entry[V]) bool { return fn(e.k, e.v) })
+}
+
+// prefix calls fn, in key order, for the keys with the prefix, until fn
+// returns false.
+func (t table[V]) prefix(p string, fn func(k string, v V) bool) {
+	t.t.AscendGreaterOrEqual(entry[V]{k: p}, func(e entry[V]) bool {
+		if !strings.HasPrefix(e.k, p) {
+			return false
+		}
+		return fn(e.k, e.v)
+	})
+}
+
+// first returns the smallest key.
+func (t table[V]) first() (string, V, bool) {
+	e, ok := t.t.Min()
+	return e.k, e.v, ok
+}
+
+// tables is the whole ledger: the records and the indexes over them.
+type tables struct {
+	// cloneMu serializes clones: btree's Clone rewrites the source tree's
+	// header (never anything a reader touches), so two goroutines applying
+	// commands to the same published version must not clone at once.
+	cloneMu sync.Mutex
+
+	nodes   table[*Node]
+	allocs  table[*Allocation]
+	jobs    table[*Job]
+	escrows table[*Escrow]
+	leases  table[*Lease]
+	trades  table[*Trade]   // auction \0 item
+	live    table[string]   // job region \0 job ID → live allocation ID
+	items   table[itemRef]  // auction \0 item → escrow or converted allocation (seller side)
+	onNode  table[struct{}] // node ID \0 allocation or escrow ID: what holds capacity on a node
+	expiry  table[struct{}] // 8-byte time \0 ID: live escrows and leased allocations by expiry
+}
+
+func newTables() *tables {
+	return &tables{
+		nodes: newTable[*Node](), allocs: newTable[*Allocation](), jobs: newTable[*Job](),
+		escrows: newTable[*Escrow](), leases: newTable[*Lease](), trades: newTable[*Trade](),
+		live: newTable[string](), items: newTable[itemRef](), onNode: newTable[struct{}](),
+		expiry: newTable[struct{}](),
+	}
+}
+
+func (ts *tables) clone() *tables {
+	ts.cloneMu.Lock()
+	defer ts.cloneMu.Unlock()
+	return &tables{
+		nodes: ts.nodes.clone(), allocs: ts.allocs.clone(), jobs: ts.jobs.clone(),
+		escrows: ts.escrows.clone(), leases: ts.leases.clone(), trades: ts.trades.clone(),
+		live: ts.live.clone(), items: ts.items.clone(), onNode: ts.onNode.clone(),
+		expiry: ts.expiry.clone(),
+	}
+}

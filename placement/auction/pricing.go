@@ -1,0 +1,133 @@
+package auction
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// PriceFunc returns a seller's asking price for a node, in US dollars per
+// node-hour, given the region's compute utilization u in [0, 1] once the
+// item is held. It must be pure.
+type PriceFunc func(node placement.Node, utilization float64) float64
+
+// UtilizationPricing prices a node at its cost plus markup, raised as the
+// region fills up: cost·(1+markup)·(1+surge·u²). Like the proportional-share
+// prices of Tycoon and Spawn, a busy seller grows expensive and so sheds
+// demand to idle regions, while an idle one sells near cost. The price never
+// falls below the node's cost when markup ≥ 0.
+func UtilizationPricing(markup, surge float64) PriceFunc {
+	return func(n placement.Node, u float64) float64 {
+		u = math.Min(1, math.Max(0, u))
+		return n.PricePerHour * (1 + markup) * (1 + surge*u*u)
+	}
+}
+
+// DefaultPricing is UtilizationPricing(0.10, 1.0): 10% over cost when idle,
+// up to 2.2× cost when full.
+var DefaultPricing = UtilizationPricing(0.10, 1.0)
+
+// Quote is a seller's offer for one item before it is escrowed.
+type Quote struct {
+	// Item is the item quoted.
+	Item Item
+	// Node is the node chosen to run it.
+	Node placement.Node
+	// Price is the asking price, US dollars per node-hour.
+	Price float64
+}
+
+// QuoteItems decides, in item order, which node of the seller's region would
+// run each item and at what price. nodes is the ledger's view (Free already
+// net of allocations and committed escrows); reserved is capacity promised
+// but not yet reflected there (holds in flight), by node ID. An item gets the
+// node that gives the buyer the best efficiency C·D/price (C the node's free
+// compute) among those that fit it, have its GPU type and whose price is
+// within its maximum; ties go to the cheaper node, then the lower ID. Each
+// quote reserves its demand for the items after it; Quote.Node.Free is what
+// the node had before. Items no node can serve are declined with a reason.
+func QuoteItems(items []Item, nodes []placement.Node, reserved map[string]placement.Resources, price PriceFunc) ([]Quote, []Decline) {
+	if price == nil {
+		price = DefaultPricing
+	}
+	free := make([]placement.Resources, len(nodes))
+	var total, used float64
+	valid := make([]bool, len(nodes))
+	for i, n := range nodes {
+		if n.Validate() != nil {
+			continue
+		}
+		valid[i] = true
+		free[i] = n.Free.Sub(reserved[n.ID])
+		total += n.Total.ComputePerHour
+		used += n.Total.ComputePerHour - free[i].ComputePerHour
+	}
+	var quotes []Quote
+	var declines []Decline
+	for _, it := range items {
+		d := it.Job.Demand
+		best, bestPrice, bestEff := -1, 0.0, 0.0
+		fits, underMax := false, false
+		u := 0.0
+		if total > 0 {
+			u = (used + d.ComputePerHour) / total
+		}
+		for i, n := range nodes {
+			if !valid[i] || (it.Job.GPUType != "" && n.GPUType != it.Job.GPUType) || !d.FitsIn(free[i]) {
+				continue
+			}
+			fits = true
+			p := price(n, u)
+			if !(p > 0) || math.IsInf(p, 0) {
+				continue
+			}
+			if it.Job.MaxPricePerHour > 0 && p > it.Job.MaxPricePerHour {
+				continue
+			}
+			underMax = true
+			eff := free[i].ComputePerHour * d.ComputePerHour / p
+			if best < 0 || eff > bestEff || (eff == bestEff && (p < bestPrice || (p == bestPrice && n.ID < nodes[best].ID))) {
+				best, bestPrice, bestEff = i, p, eff
+			}
+		}
+		switch {
+		case best >= 0:
+			n := nodes[best]
+			n.Free = free[best] // what the node had before this item: C in the score
+			quotes = append(quotes, Quote{Item: it, Node: n, Price: bestPrice})
+			free[best] = free[best].Sub(d)
+			used += d.ComputePerHour
+		case fits && !underMax:
+			declines = append(declines, Decline{Item: it.ID, Reason: fmt.Sprintf("every fitting node costs more than the maximum %.4g", it.Job.MaxPricePerHour)})
+		default:
+			declines = append(declines, Decline{Item: it.ID, Reason: "no node has the free capacity"})
+		}
+	}
+	return quotes, declines
+}
+
+// Utilization returns the compute utilization of nodes: 1 − free/total.
+func Utilization(nodes []placement.Node) float64 {
+	var total, free float64
+	for _, n := range nodes {
+		total += n.Total.ComputePerHour
+		free += n.Free.ComputePerHour
+	}
+	if total <= 0 {
+		return 0
+	}
+	return math.Min(1, math.Max(0, 1-free/total))
+}
+
+// sortedKeys returns the keys of m in order, for deterministic output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, cmp.Compare[string])
+	return keys
+}
