@@ -3,7 +3,7 @@
 // Package meridian pins the dependency set while packages that use it are
 // being written, so that `go mod tidy` keeps the versions known to build
 // together on Go 1.26 (raft v1.7.3 with go-metrics v0.6.1, serf v0.10.4 with
-// memberlist v0.6.0; see DEVELOPERS notes in README). Remove an import here once
+// memberlist v0.6.0; see "Dependencies" in README.md). Remove an import here once
 // a package of the module uses it.
 package meridian
 
