@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"fmt"
 	"math"
 	"reflect"
 	"strconv"
@@ -474,8 +475,11 @@ func (tx *ledgerTx) submitJob(c SubmitJob) (Result, *CommandError) {
 		checkText("job.origin_region", c.Job.OriginRegion), checkText("job.gpu_type", c.Job.GPUType)); err != nil {
 		return Result{}, err
 	}
+	if err := checkTask(c.Task); err != nil {
+		return Result{}, err
+	}
 	if j, ok := tx.job(c.Job.ID); ok {
-		if reflect.DeepEqual(j.Spec, c.Job) {
+		if reflect.DeepEqual(j.Spec, c.Job) && reflect.DeepEqual(j.Task, c.Task) {
 			return Result{ID: j.ID, Epoch: j.Epoch, Existing: true}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.Job.ID, "job %q was submitted before with a different spec", c.Job.ID)
@@ -483,7 +487,7 @@ func (tx *ledgerTx) submitJob(c SubmitJob) (Result, *CommandError) {
 	now := tx.now
 	spec := c.Job
 	spec.Demand = canonRes(spec.Demand)
-	tx.putJob(&Job{ID: c.Job.ID, Spec: spec, State: JobPending, Submitted: now, Updated: now})
+	tx.putJob(&Job{ID: c.Job.ID, Spec: spec, Task: c.Task, State: JobPending, Submitted: now, Updated: now})
 	return Result{ID: c.Job.ID}, nil
 }
 
@@ -1088,4 +1092,46 @@ func (tx *ledgerTx) prune(c Prune) (Result, *CommandError) {
 		}
 	}
 	return Result{Pruned: pruned}, nil
+}
+
+// Bounds of a job's task, so one command cannot bloat every replica.
+const (
+	maxTaskArgs   = 256
+	maxTaskEnv    = 128
+	maxTaskArgLen = 4096
+)
+
+func checkTask(t *TaskSpec) *CommandError {
+	if t == nil {
+		return nil
+	}
+	switch t.Driver {
+	case "", "sim":
+		if len(t.Command) > 0 {
+			return invalid("task.command", "is only used by the exec driver")
+		}
+	case "exec":
+		if len(t.Command) == 0 {
+			return invalid("task.command", "must not be empty with the exec driver")
+		}
+	default:
+		return invalid("task.driver", "%q is not a driver (want sim or exec)", t.Driver)
+	}
+	if len(t.Command) > maxTaskArgs {
+		return invalid("task.command", "has %d arguments, at most %d are allowed", len(t.Command), maxTaskArgs)
+	}
+	for i, a := range t.Command {
+		if len(a) > maxTaskArgLen || !utf8.ValidString(a) {
+			return invalid(fmt.Sprintf("task.command[%d]", i), "must be valid UTF-8 of at most %d bytes", maxTaskArgLen)
+		}
+	}
+	if len(t.Env) > maxTaskEnv {
+		return invalid("task.env", "has %d variables, at most %d are allowed", len(t.Env), maxTaskEnv)
+	}
+	for k, v := range t.Env {
+		if k == "" || len(k)+len(v) > maxTaskArgLen || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return invalid("task.env", "variable %q must be a non-empty valid UTF-8 name and value of at most %d bytes", k, maxTaskArgLen)
+		}
+	}
+	return nil
 }

@@ -124,6 +124,8 @@ type RemoveNode struct {
 // Result.ID is the job ID.
 type SubmitJob struct {
 	Job placement.Job `msgpack:"job"`
+	// Task is how the job runs; nil means a simulated task.
+	Task *TaskSpec `msgpack:"tk,omitempty"`
 }
 
 // PlaceJob creates a live allocation of a pending job on a ready node, under

@@ -178,6 +178,12 @@ type Allocation struct {
 	Stopped     time.Time  `msgpack:"sp"`
 	AuctionID   string     `msgpack:"au,omitempty"`
 	ItemID      string     `msgpack:"it,omitempty"`
+	// Duration and Task describe the work of an allocation made for
+	// another region's job (through the market): this ledger does not hold
+	// that job, so the node that runs the allocation reads them here. Zero
+	// and nil on allocations of the region's own jobs.
+	Duration time.Duration `msgpack:"du,omitempty"`
+	Task     *TaskSpec     `msgpack:"tk,omitempty"`
 }
 
 // Live reports whether the allocation holds its resources.
@@ -244,6 +250,9 @@ type Job struct {
 	// ID is the client's idempotency key.
 	ID   string        `msgpack:"id"`
 	Spec placement.Job `msgpack:"spec"`
+	// Task is how the job runs once allocated; nil runs it as a simulated
+	// task for its duration.
+	Task *TaskSpec `msgpack:"tk,omitempty"`
 	// State is where the job is in its life cycle.
 	State JobState `msgpack:"s"`
 	// Attempts counts placements made (local or by trade).
@@ -365,4 +374,18 @@ type Trade struct {
 	SellerAllocID string    `msgpack:"sa,omitempty"`
 	Created       time.Time `msgpack:"c"`
 	Updated       time.Time `msgpack:"u"`
+}
+
+// TaskSpec is how an allocation of a job runs on its node: which driver, and
+// for the exec driver the command and its extra environment. The ledger keeps
+// it so that whichever node the job lands on, after any re-placement or
+// trade, runs the same task.
+type TaskSpec struct {
+	// Driver is "sim" (a simulated task that runs for the job's duration)
+	// or "exec" (a child process).
+	Driver string `msgpack:"d,omitempty"`
+	// Command is the exec driver's program and arguments.
+	Command []string `msgpack:"c,omitempty"`
+	// Env is extra environment for the exec driver.
+	Env map[string]string `msgpack:"env,omitempty"`
 }

@@ -46,6 +46,7 @@ and trade spare capacity across regions by auction.`,
 	})
 	root.AddCommand(
 		newVersionCmd(),
+		newAgentCmd(),
 		newScoreCmd(),
 		newJobCmd(),
 		newNodesCmd(),

@@ -1,0 +1,174 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/meridian-mesh/meridian/node/runner"
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// Config configures an Agent. Name, Region, DataDir and Network are
+// required; everything else has a default a single-machine cluster works
+// with.
+type Config struct {
+	// Name is the node's name, unique in the mesh and stable across
+	// restarts: it is the node's gossip name, Raft server ID and ledger ID.
+	Name string
+	// Region is the region the node runs in.
+	Region string
+	// Server makes the node a Raft voter candidate of its region; the
+	// region's leader runs placement and the market. A node that is not a
+	// server is a worker: it reports capacity and runs allocations.
+	Server bool
+	// BootstrapExpect is how many servers of the region must be seen in
+	// gossip before the region's Raft group bootstraps (servers only; 0
+	// means join an existing group).
+	BootstrapExpect int
+	// MaxVoters caps the voters of the region's group (1, 3 or 5; default 3).
+	MaxVoters int
+	// DataDir holds the node's Raft log, snapshots, identity and task
+	// output. It is created if missing.
+	DataDir string
+
+	// Resources is the capacity the node offers; zero offers none (a
+	// server that only coordinates).
+	Resources placement.Resources
+	// PricePerHour is what the whole node costs, US dollars per hour.
+	PricePerHour float64
+	// GPUType names the node's accelerator model, if any.
+	GPUType string
+
+	// Join lists gossip addresses ("host:port") of nodes already in the
+	// mesh; the agent retries them until one answers.
+	Join []string
+	// Network binds the node's gossip, Raft, libp2p and node-to-node HTTP:
+	// NetsimNetwork in a simulation, TCPNetwork on a real machine.
+	Network Network
+	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil sends it in the
+	// clear, which only suits a simulation or a trusted network.
+	GossipKey []byte
+	// ACLToken, when set, is required on every API request but health.
+	ACLToken string
+	// Market lets the region's leader buy and sell capacity from and to
+	// other regions.
+	Market bool
+	// Version is reported in gossip and /v1/health.
+	Version string
+
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger
+	// RaftLogLevel sets what Raft logs through Logger ("" is off).
+	RaftLogLevel string
+	// Seed seeds the agent's own randomness (retry jitter, tie choices).
+	Seed int64
+	// Tuning sets the agent's intervals; zero fields take defaults.
+	Tuning Tuning
+}
+
+// Tuning holds the agent's intervals and limits. The defaults suit both a
+// real cluster and a simulated one; tests shorten none of them, because
+// virtual time makes waiting free.
+type Tuning struct {
+	// PlaceInterval is how often the region leader retries pending jobs
+	// (default 2 s); a submission triggers a pass at once.
+	PlaceInterval time.Duration
+	// SyncInterval is how often the region leader reconciles the ledger's
+	// nodes with gossip (default 2 s); a gossip event triggers a pass.
+	SyncInterval time.Duration
+	// PollInterval is how often a node with capacity fetches its
+	// allocations (default 1 s).
+	PollInterval time.Duration
+	// CapacityInterval is the fastest a node republishes its capacity in
+	// gossip (default 5 s): every record costs the whole mesh bandwidth.
+	CapacityInterval time.Duration
+	// TradeRetry is how long the leader waits before offering a job it
+	// could not place to the market again (default 10 s).
+	TradeRetry time.Duration
+	// MaxAttempts is how many allocations of a job may fail before the job
+	// is failed for good (default 3).
+	MaxAttempts int
+	// SubmitWait is how long a submission waits for the job's first
+	// placement pass before answering with the job still pending (default
+	// 2 s). The job is committed either way.
+	SubmitWait time.Duration
+	// RequestTimeout bounds a node-to-node call (default 10 s).
+	RequestTimeout time.Duration
+	// DeadServerTimeout is how long a server must be failed before the
+	// region replaces it in Raft (default 30 s).
+	DeadServerTimeout time.Duration
+	// KillGrace is how long an exec task has to exit after SIGTERM (default
+	// 5 s).
+	KillGrace time.Duration
+}
+
+func (t Tuning) withDefaults() Tuning {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.PlaceInterval, 2*time.Second)
+	def(&t.SyncInterval, 2*time.Second)
+	def(&t.PollInterval, time.Second)
+	def(&t.CapacityInterval, 5*time.Second)
+	def(&t.TradeRetry, 10*time.Second)
+	def(&t.SubmitWait, 2*time.Second)
+	def(&t.RequestTimeout, 10*time.Second)
+	def(&t.DeadServerTimeout, 30*time.Second)
+	def(&t.KillGrace, 5*time.Second)
+	if t.MaxAttempts <= 0 {
+		t.MaxAttempts = 3
+	}
+	return t
+}
+
+// validate checks cfg and fills its defaults. Errors name the field.
+func (cfg *Config) validate() error {
+	switch {
+	case cfg.Name == "":
+		return errors.New("node: config field \"name\" is required")
+	case cfg.Region == "":
+		return errors.New("node: config field \"region\" is required")
+	case cfg.DataDir == "":
+		return errors.New("node: config field \"data_dir\" is required")
+	case cfg.Network == nil:
+		return errors.New("node: config field \"network\" is required")
+	case cfg.BootstrapExpect < 0:
+		return fmt.Errorf("node: config field \"bootstrap_expect\": %d is negative", cfg.BootstrapExpect)
+	case cfg.BootstrapExpect > 0 && !cfg.Server:
+		return errors.New("node: config field \"bootstrap_expect\" only applies to servers")
+	case cfg.MaxVoters != 0 && cfg.MaxVoters != 1 && cfg.MaxVoters != 3 && cfg.MaxVoters != 5:
+		return fmt.Errorf("node: config field \"max_voters\": %d, want 1, 3 or 5", cfg.MaxVoters)
+	case cfg.PricePerHour < 0:
+		return fmt.Errorf("node: config field \"price_per_hour\": %v is negative", cfg.PricePerHour)
+	}
+	if !cfg.Resources.IsZero() {
+		n := placement.Node{ID: cfg.Name, Region: cfg.Region, Total: cfg.Resources, Free: cfg.Resources,
+			PricePerHour: cfg.PricePerHour, GPUType: cfg.GPUType}
+		if err := n.Validate(); err != nil {
+			return fmt.Errorf("node: config resources: %w", err)
+		}
+	}
+	if cfg.MaxVoters == 0 {
+		cfg.MaxVoters = 3
+	}
+	if cfg.BootstrapExpect > cfg.MaxVoters {
+		return fmt.Errorf("node: config field \"bootstrap_expect\": %d exceeds max_voters %d", cfg.BootstrapExpect, cfg.MaxVoters)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Tuning = cfg.Tuning.withDefaults()
+	return nil
+}
+
+// driverOf maps a job's task driver to the runner's.
+func driverOf(d string) string {
+	if d == runner.DriverExec {
+		return runner.DriverExec
+	}
+	return runner.DriverSim
+}

@@ -1,0 +1,254 @@
+package node
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/meridian-mesh/meridian/consensus"
+	"github.com/meridian-mesh/meridian/node/api"
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// jobState maps the ledger's job state to the API's.
+func jobState(s consensus.JobState) api.JobState {
+	switch s {
+	case consensus.JobPlaced:
+		return api.JobPlaced
+	case consensus.JobTraded:
+		return api.JobTraded
+	case consensus.JobRunning:
+		return api.JobRunning
+	case consensus.JobCompleted:
+		return api.JobCompleted
+	case consensus.JobFailed:
+		return api.JobFailed
+	case consensus.JobCancelled:
+		return api.JobCancelled
+	}
+	return api.JobPending
+}
+
+// specOf rebuilds the client's spec from the ledger's job.
+func specOf(l *consensus.Ledger, j consensus.Job) *api.JobSpec {
+	s := &api.JobSpec{
+		ID:              j.ID,
+		OriginRegion:    j.Spec.OriginRegion,
+		HomeRegion:      l.Region(),
+		Demand:          j.Spec.Demand,
+		LatencySLOMs:    j.Spec.LatencySLO.Milliseconds(),
+		MaxPricePerHour: j.Spec.MaxPricePerHour,
+		Priority:        j.Spec.Priority,
+		DurationS:       int64(j.Spec.Duration / time.Second),
+		GPUType:         j.Spec.GPUType,
+		Driver:          api.DriverSim,
+	}
+	if j.Task != nil {
+		s.Driver = cmp.Or(j.Task.Driver, api.DriverSim)
+		s.Command = slices.Clone(j.Task.Command)
+		if len(j.Task.Env) > 0 {
+			s.Env = make(map[string]string, len(j.Task.Env))
+			for k, v := range j.Task.Env {
+				s.Env[k] = v
+			}
+		}
+	}
+	return s
+}
+
+// jobStatus is the API's view of a job in its home ledger l.
+func (a *Agent) jobStatus(l *consensus.Ledger, j consensus.Job) api.JobStatus {
+	st := api.JobStatus{
+		ID:           j.ID,
+		State:        jobState(j.State),
+		Reason:       j.Reason,
+		OriginRegion: j.Spec.OriginRegion,
+		HomeRegion:   l.Region(),
+		Epoch:        j.Epoch,
+		Attempts:     j.Attempts,
+		SubmittedAt:  j.Submitted,
+		UpdatedAt:    j.Updated,
+		Spec:         specOf(l, j),
+	}
+	if j.State == consensus.JobPending {
+		if r := a.pendingReason(j.ID); r != "" {
+			st.Reason = r
+		}
+	}
+	if al, ok := l.Allocation(j.AllocID); ok && j.AllocID != "" {
+		st.Node, st.Region, st.AllocationID = al.NodeID, l.Region(), al.ID
+		if n, ok := l.Node(al.NodeID); ok {
+			st.CostPerHour = n.Placement().CostPerHour(al.Resources)
+		}
+	} else if j.Remote != nil {
+		st.Region = j.Remote.Region
+		if tr, ok := l.Trade(j.Remote.AuctionID, j.Remote.ItemID); ok {
+			st.CostPerHour = tradeCost(tr)
+			st.AllocationID = tr.SellerAllocID
+		}
+	}
+	if j.State.Terminal() {
+		// The last allocation's stop message carries the exit code.
+		var last consensus.Allocation
+		for _, al := range l.Allocations() {
+			if al.JobID == j.ID && al.JobRegion == l.Region() && !al.Stopped.Before(last.Stopped) {
+				last = al
+			}
+		}
+		if last.ID != "" {
+			st.ExitCode = exitCodeOf(last.StopMessage)
+			if st.Node == "" {
+				st.Node, st.Region = last.NodeID, l.Region()
+			}
+		}
+	}
+	return st
+}
+
+// tradeCost is what a traded placement costs per hour. A trade's price is
+// per node-hour of the seller's node; the buyer pays the share its demand
+// takes, which the seller priced in already, so the price is the cost.
+func tradeCost(tr consensus.Trade) float64 { return tr.PricePerHour }
+
+// allocState maps a ledger allocation to the API's state.
+func (a *Agent) allocState(al consensus.Allocation) api.AllocState {
+	if al.Live() {
+		if a.runner != nil {
+			for _, id := range a.runner.Running() {
+				if id == al.ID {
+					return api.AllocRunning
+				}
+			}
+		}
+		return api.AllocPending
+	}
+	switch al.StopReason {
+	case consensus.StopCompleted:
+		return api.AllocCompleted
+	case consensus.StopFailed:
+		return api.AllocFailed
+	case consensus.StopLost:
+		return api.AllocLost
+	}
+	return api.AllocCancelled
+}
+
+// allocation is the API's view of an allocation in ledger l.
+func (a *Agent) allocation(l *consensus.Ledger, al consensus.Allocation) api.Allocation {
+	v := api.Allocation{
+		ID:         al.ID,
+		JobID:      al.JobID,
+		Node:       al.NodeID,
+		Region:     l.Region(),
+		HomeRegion: al.JobRegion,
+		Epoch:      al.Epoch,
+		State:      a.allocState(al),
+		Resources:  al.Resources,
+		Driver:     api.DriverSim,
+		CreatedAt:  al.Start,
+		UpdatedAt:  al.Start,
+		ExitCode:   exitCodeOf(al.StopMessage),
+	}
+	if !al.Stopped.IsZero() {
+		v.UpdatedAt = al.Stopped
+	}
+	if al.AuctionID != "" {
+		v.TradeID = al.AuctionID + "/" + al.ItemID
+	}
+	if n, ok := l.Node(al.NodeID); ok {
+		v.CostPerHour = n.Placement().CostPerHour(al.Resources)
+	}
+	task := al.Task
+	if al.JobRegion == l.Region() {
+		if j, ok := l.Job(al.JobID); ok {
+			task = j.Task
+		}
+	}
+	if task != nil && task.Driver != "" {
+		v.Driver = task.Driver
+	}
+	if al.Live() && a.runner != nil && v.State == api.AllocPending {
+		// Only the node running it knows; others report it pending.
+	}
+	return v
+}
+
+// trades is the API's view of the trades in ledger l, newest first.
+func (a *Agent) trades(l *consensus.Ledger) []api.Trade {
+	var out []api.Trade
+	for _, tr := range l.Trades() {
+		v := api.Trade{
+			ID:           tr.AuctionID + "/" + tr.ItemID,
+			JobID:        tr.JobID,
+			BuyerRegion:  l.Region(),
+			SellerRegion: tr.SellerRegion,
+			State:        tradeState(tr.State),
+			Resources:    tr.Resources,
+			PricePerHour: tr.PricePerHour,
+			CreatedAt:    tr.Created,
+			UpdatedAt:    tr.Updated,
+		}
+		out = append(out, v)
+	}
+	for _, e := range l.Escrows() {
+		exp := e.Expiry
+		out = append(out, api.Trade{
+			ID:           e.AuctionID + "/" + e.ItemID,
+			BuyerRegion:  e.BuyerRegion,
+			SellerRegion: l.Region(),
+			Node:         e.NodeID,
+			State:        api.TradeEscrowed,
+			Resources:    e.Resources,
+			CreatedAt:    e.Created,
+			UpdatedAt:    e.Created,
+			ExpiresAt:    &exp,
+		})
+	}
+	for _, al := range l.Allocations() {
+		if al.AuctionID == "" {
+			continue
+		}
+		st := api.TradeCommitted
+		if !al.Live() {
+			st = api.TradeState(a.allocState(al))
+			if st != api.TradeState(api.AllocCompleted) {
+				st = api.TradeAborted
+			} else {
+				st = api.TradeCommitted
+			}
+		}
+		v := api.Trade{
+			ID:           al.AuctionID + "/" + al.ItemID,
+			JobID:        al.JobID,
+			BuyerRegion:  al.JobRegion,
+			SellerRegion: l.Region(),
+			Node:         al.NodeID,
+			State:        st,
+			Resources:    al.Resources,
+			CreatedAt:    al.Start,
+			UpdatedAt:    al.Start,
+		}
+		if n, ok := l.Node(al.NodeID); ok {
+			v.PricePerHour = n.Placement().CostPerHour(al.Resources)
+		}
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(x, y api.Trade) int {
+		return cmp.Or(y.CreatedAt.Compare(x.CreatedAt), cmp.Compare(x.ID, y.ID))
+	})
+	return out
+}
+
+func tradeState(s consensus.TradeState) api.TradeState {
+	switch s {
+	case consensus.TradeAwarded, consensus.TradeInDoubt:
+		return api.TradeAwarded
+	case consensus.TradeAcked:
+		return api.TradeCommitted
+	case consensus.TradeCancelled:
+		return api.TradeAborted
+	}
+	return api.TradeOpen
+}
+
+var _ = placement.Resources{}

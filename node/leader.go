@@ -1,0 +1,398 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/meridian-mesh/meridian/consensus"
+	"github.com/meridian-mesh/meridian/gossip"
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// maxCommandsPerProposal keeps a batch of placements well inside one Raft
+// entry (consensus caps an entry at 512 commands).
+const maxCommandsPerProposal = 256
+
+// leaderDuties is what the region's Raft leader does while it leads: keep
+// the ledger's nodes in step with gossip (registering new nodes, marking
+// failed ones down and freeing their allocations) and place pending jobs,
+// locally or through the market. Every decision is committed in the ledger,
+// so a new leader picks up exactly where the old one stopped.
+func (a *Agent) leaderDuties(ctx context.Context) {
+	// A new leader first applies everything earlier leaders committed;
+	// deciding on a stale ledger could place a job twice.
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		if _, err := a.server.ConsistentLedger(ctx); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return
+		} else {
+			a.log.Debug("leader not ready for reads yet", "err", err)
+		}
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+	}
+	a.log.Info("leading region")
+	place := time.NewTicker(a.cfg.Tuning.PlaceInterval)
+	defer place.Stop()
+	sync := time.NewTicker(a.cfg.Tuning.SyncInterval)
+	defer sync.Stop()
+	a.syncNodes(ctx)
+	a.placePending(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			a.releaseWaiters()
+			return
+		case <-a.syncPoke:
+			a.syncNodes(ctx)
+		case <-sync.C:
+			a.syncNodes(ctx)
+		case <-a.placePoke:
+			a.placePending(ctx)
+		case <-place.C:
+			a.placePending(ctx)
+		}
+	}
+}
+
+// propose commits cmds in batches and returns the results in order. An
+// error means the batch it names may or may not have been committed; the
+// caller retries on its next pass, which the ledger makes safe (every
+// command is checked against the state it finds).
+func (a *Agent) propose(ctx context.Context, cmds []consensus.Command) ([]consensus.Result, error) {
+	out := make([]consensus.Result, 0, len(cmds))
+	for len(cmds) > 0 {
+		n := min(len(cmds), maxCommandsPerProposal)
+		res, err := a.server.Propose(ctx, cmds[:n]...)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res...)
+		cmds = cmds[n:]
+	}
+	return out, nil
+}
+
+// memberGone reports whether gossip says a node is gone for good or
+// failed. A node gossip has never heard of is not judged: a new leader may
+// not have the whole view yet.
+func memberGone(m gossip.Member, rec gossip.Record, hasRec bool) (gone bool, why string) {
+	switch {
+	case hasRec && rec.Leaving:
+		return true, "node left the mesh"
+	case m.State == gossip.StateLeft:
+		return true, "node left the mesh"
+	case m.State == gossip.StateFailed:
+		return true, "gossip reports the node failed"
+	}
+	return false, ""
+}
+
+// syncNodes reconciles the ledger's nodes with gossip: nodes that publish
+// capacity are registered and kept up to date; nodes gossip declares failed
+// or gone are marked down and their live allocations stopped as lost, which
+// puts their jobs back in the pending queue for placePending.
+func (a *Agent) syncNodes(ctx context.Context) {
+	l := a.server.Ledger()
+	members := map[string]gossip.Member{}
+	for _, m := range a.gossip.Members() {
+		if m.Region == a.cfg.Region {
+			members[m.Name] = m
+		}
+	}
+	records := map[string]gossip.Record{}
+	for _, r := range a.gossip.Records() {
+		if r.Region == a.cfg.Region {
+			records[r.Node] = r
+		}
+	}
+	var cmds []consensus.Command
+	var lost []consensus.Allocation
+	names := make([]string, 0, len(records))
+	for name := range records {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		r := records[name]
+		if r.Total.IsZero() {
+			continue
+		}
+		m, known := members[name]
+		gone, _ := memberGone(m, r, true)
+		alive := known && !gone && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect)
+		n, ok := l.Node(name)
+		switch {
+		case !ok && alive:
+			cmds = append(cmds, consensus.RegisterNode{ID: name, Region: a.cfg.Region, Total: r.Total,
+				PricePerHour: r.PricePerHour, GPUType: r.GPUType})
+		case ok && alive:
+			if n.Total != r.Total || n.PricePerHour != r.PricePerHour || n.GPUType != r.GPUType {
+				cmds = append(cmds, consensus.UpdateNode{ID: name, Total: r.Total, PricePerHour: r.PricePerHour, GPUType: r.GPUType})
+			}
+			if n.State == consensus.NodeDown {
+				cmds = append(cmds, consensus.SetNodeState{ID: name, State: consensus.NodeReady, Reason: "gossip reports the node alive"})
+			}
+		}
+	}
+	for _, n := range l.Nodes() {
+		m, known := members[n.ID]
+		rec, hasRec := records[n.ID]
+		if !known && !hasRec {
+			continue
+		}
+		gone, why := memberGone(m, rec, hasRec)
+		if !gone || n.State == consensus.NodeDown {
+			continue
+		}
+		a.log.Info("node down; re-placing its allocations", "node", n.ID, "why", why)
+		cmds = append(cmds, consensus.SetNodeState{ID: n.ID, State: consensus.NodeDown, Reason: why})
+		for _, al := range l.NodeAllocations(n.ID) {
+			if !al.Live() {
+				continue
+			}
+			reason := consensus.StopLost
+			if hasRec && rec.Leaving {
+				reason = consensus.StopReplaced
+			}
+			cmds = append(cmds, consensus.StopAllocation{AllocID: al.ID, Reason: reason, Message: why})
+			lost = append(lost, al)
+		}
+	}
+	if len(cmds) == 0 {
+		return
+	}
+	res, err := a.propose(ctx, cmds)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("node sync not committed; retrying", "err", err)
+		}
+		return
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			a.log.Warn("node sync command rejected", "cmd", cmds[i].Kind(), "err", r.Err)
+		}
+	}
+	a.notifyRemoteStops(ctx, lost)
+	poke(a.placePoke)
+}
+
+// notifyRemoteStops tells other regions that allocations this region ran
+// for their jobs have ended.
+func (a *Agent) notifyRemoteStops(ctx context.Context, allocs []consensus.Allocation) {
+	if a.desk == nil {
+		return
+	}
+	for _, al := range allocs {
+		if al.JobRegion == a.cfg.Region {
+			continue
+		}
+		if stopped, ok := a.server.Ledger().Allocation(al.ID); ok {
+			al = stopped
+		}
+		if err := a.desk.RemoteStopped(ctx, al); err != nil && ctx.Err() == nil {
+			a.log.Warn("could not tell the home region an allocation ended", "alloc", al.ID, "home", al.JobRegion, "err", err)
+		}
+	}
+}
+
+// placePending places the region's pending jobs: packed onto the ledger's
+// ready nodes in one batch, committed in the ledger, and the rest offered
+// to the market (or left pending with the reason). It runs on the leader's
+// duty goroutine only, so two passes never race for the same capacity.
+func (a *Agent) placePending(ctx context.Context) {
+	l := a.server.Ledger()
+	var pending []consensus.Job
+	for _, j := range l.Jobs() {
+		if j.State == consensus.JobPending {
+			pending = append(pending, j)
+		}
+	}
+	a.metrics.pending.Set(float64(len(pending)))
+	if len(pending) == 0 {
+		a.releaseWaiters()
+		return
+	}
+	var nodes []placement.Node
+	for _, n := range l.Nodes() {
+		if n.State == consensus.NodeReady {
+			nodes = append(nodes, n.Placement())
+		}
+	}
+	jobs := make([]placement.Job, len(pending))
+	byID := make(map[string]consensus.Job, len(pending))
+	for i, j := range pending {
+		jobs[i] = j.Spec
+		byID[j.ID] = j
+	}
+	pipe, err := placement.NewPipeline(placement.Config{RTT: regionRTT{a.gossip, a.cfg.Region}})
+	if err != nil {
+		a.log.Error("placement pipeline", "err", err)
+		return
+	}
+	plan, err := pipe.Pack(jobs, nodes)
+	if err != nil {
+		// A ledger whose contents placement refuses is a bug; say so
+		// loudly but keep the region running.
+		a.log.Error("placement refused the ledger's jobs or nodes", "err", err)
+		return
+	}
+	cmds := make([]consensus.Command, 0, len(plan.Placements))
+	for _, p := range plan.Placements {
+		j := byID[p.JobID]
+		cmds = append(cmds, consensus.PlaceJob{JobID: j.ID, NodeID: p.NodeID, Resources: j.Spec.Demand, Epoch: j.Epoch + 1})
+	}
+	reasons := map[string]string{}
+	if len(cmds) > 0 {
+		res, err := a.propose(ctx, cmds)
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("placements not committed; retrying", "err", err)
+		}
+		for i, r := range res {
+			pj := cmds[i].(consensus.PlaceJob)
+			if r.Err != nil {
+				if !errors.Is(r.Err, consensus.ErrDoubleAllocation) {
+					reasons[pj.JobID] = "placement on " + pj.NodeID + " rejected: " + r.Err.Error()
+				}
+				continue
+			}
+			a.metrics.placed.WithLabelValues("local").Inc()
+		}
+	}
+	now := time.Now()
+	var toTrade []consensus.Job
+	for _, u := range plan.Unplaced {
+		j := byID[u.JobID]
+		reason := u.Reason()
+		if a.desk != nil {
+			a.mu.Lock()
+			last, seen := a.tradedAt[j.ID]
+			if !seen || now.Sub(last) >= a.cfg.Tuning.TradeRetry {
+				a.tradedAt[j.ID] = now
+				toTrade = append(toTrade, j)
+			}
+			a.mu.Unlock()
+			reason = "no local node fits (" + reason + "); offered to other regions"
+		}
+		reasons[j.ID] = reason
+	}
+	a.mu.Lock()
+	for id := range a.reasons {
+		if _, still := byID[id]; !still {
+			delete(a.reasons, id)
+		}
+	}
+	for id := range a.tradedAt {
+		if _, still := byID[id]; !still {
+			delete(a.tradedAt, id)
+		}
+	}
+	for id, r := range reasons {
+		a.reasons[id] = r
+	}
+	a.mu.Unlock()
+	if len(toTrade) > 0 {
+		slices.SortFunc(toTrade, func(x, y consensus.Job) int { return cmp.Compare(x.ID, y.ID) })
+		if err := a.desk.Trade(ctx, toTrade); err != nil && ctx.Err() == nil {
+			a.log.Warn("market did not take the jobs", "jobs", len(toTrade), "err", err)
+		}
+	}
+	a.releaseWaiters()
+}
+
+// releaseWaiters wakes every submitter waiting for a placement pass.
+func (a *Agent) releaseWaiters() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, ws := range a.waiters {
+		for _, w := range ws {
+			close(w)
+		}
+		delete(a.waiters, id)
+	}
+}
+
+// pendingReason is why the leader could not place a pending job on its last
+// pass, if it tried.
+func (a *Agent) pendingReason(id string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reasons[id]
+}
+
+// regionRTT adapts gossip's RTT estimates for placement. Within a region
+// the estimate needs two measured nodes; a lone node is its own region and
+// sits at distance zero from it.
+type regionRTT struct {
+	g      *gossip.Agent
+	region string
+}
+
+func (r regionRTT) RegionRTT(from, to string) (time.Duration, bool) {
+	d, ok := r.g.RegionRTT(from, to)
+	if !ok && from == to {
+		return 0, true
+	}
+	return d, ok
+}
+
+// applyReport commits what a node reports of one of its tasks (on the
+// leader). It returns an error when the report could not be committed, so
+// the node keeps it and retries.
+func (a *Agent) applyReport(ctx context.Context, rep taskReport) error {
+	l := a.server.Ledger()
+	al, ok := l.Allocation(rep.AllocID)
+	if !ok {
+		// Pruned, or from another region's ledger: nothing to record.
+		return nil
+	}
+	home := al.JobRegion == a.cfg.Region
+	var cmds []consensus.Command
+	switch rep.State {
+	case reportRunning:
+		if !al.Live() || !home {
+			return nil
+		}
+		j, ok := l.Job(al.JobID)
+		if !ok || j.AllocID != al.ID || j.State != consensus.JobPlaced {
+			return nil
+		}
+		cmds = append(cmds, consensus.SetJobState{JobID: j.ID, State: consensus.JobRunning})
+	case reportCompleted:
+		if !al.Live() {
+			return nil
+		}
+		cmds = append(cmds, consensus.StopAllocation{AllocID: al.ID, Reason: consensus.StopCompleted, Message: rep.message()})
+	case reportFailed:
+		if !al.Live() {
+			return nil
+		}
+		if j, ok := l.Job(al.JobID); ok && home && j.AllocID == al.ID && j.Attempts >= a.cfg.Tuning.MaxAttempts {
+			cmds = append(cmds, consensus.SetJobState{JobID: j.ID, State: consensus.JobFailed,
+				Reason: fmt.Sprintf("%s (attempt %d of %d)", rep.message(), j.Attempts, a.cfg.Tuning.MaxAttempts)})
+		} else {
+			cmds = append(cmds, consensus.StopAllocation{AllocID: al.ID, Reason: consensus.StopFailed, Message: rep.message()})
+		}
+	default:
+		return nil
+	}
+	res, err := a.propose(ctx, cmds)
+	if err != nil {
+		return err
+	}
+	if res[0].Err != nil && !errors.Is(res[0].Err, consensus.ErrInvalidTransition) {
+		a.log.Warn("task report rejected", "alloc", rep.AllocID, "state", rep.State, "err", res[0].Err)
+	}
+	if rep.State != reportRunning {
+		a.notifyRemoteStops(ctx, []consensus.Allocation{al})
+		poke(a.placePoke)
+	}
+	return nil
+}

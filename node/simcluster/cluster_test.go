@@ -1,0 +1,213 @@
+package simcluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/meridian-mesh/meridian/netsim"
+	"github.com/meridian-mesh/meridian/node"
+	"github.com/meridian-mesh/meridian/node/api"
+	"github.com/meridian-mesh/meridian/node/simcluster"
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// threeRegions is a small world: three regions 60–150 ms apart.
+func threeRegions(t *testing.T) *netsim.Topology {
+	t.Helper()
+	topo, err := netsim.WorldTopology().Subset("us-east-1", "eu-west-1", "ap-northeast-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo
+}
+
+// waitFor polls cond every virtual 100 ms until it holds or the virtual
+// deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func startCluster(t *testing.T, ctx context.Context, cfg simcluster.Config) *simcluster.Cluster {
+	t.Helper()
+	cfg.DataDir = t.TempDir()
+	c, err := simcluster.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := c.WaitReady(rctx); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
+}
+
+func closeCluster(t *testing.T, c *simcluster.Cluster) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	// memberlist's probe goroutines notice shutdown on their next tick.
+	time.Sleep(time.Minute)
+}
+
+func job(id, origin string, compute float64, dur time.Duration) api.JobSpec {
+	return api.JobSpec{ID: id, OriginRegion: origin, Demand: placement.Resources{ComputePerHour: compute}, DurationS: int64(dur / time.Second)}
+}
+
+// TestEndToEnd covers the job lifecycle on 3 regions × 3 servers + 1
+// worker: submit to a node of another region (forwarded to the home
+// leader), placement committed, the task runs and completes; idempotent
+// resubmission; a conflicting resubmission; cancel; and re-placement after
+// the worker running a job crashes.
+func TestEndToEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		capacity := func(region string, ordinal int) simcluster.NodeCapacity {
+			if ordinal < 3 {
+				return simcluster.NodeCapacity{}
+			}
+			return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 1000, StorageGB: 100, GPUs: 8}, PricePerHour: 10}
+		}
+		c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 3, Workers: 2, Seed: 7, Capacity: capacity})
+		defer closeCluster(t, c)
+
+		// Submit through a worker in Tokyo a job whose home is us-east-1.
+		entry, _ := c.Agent("ap-northeast-1-4")
+		spec := job("train-1", "us-east-1", 300, 10*time.Minute)
+		st, created, err := entry.SubmitJob(ctx, spec)
+		if err != nil || !created {
+			t.Fatalf("submit: created=%v err=%v", created, err)
+		}
+		if st.HomeRegion != "us-east-1" {
+			t.Errorf("home region %q", st.HomeRegion)
+		}
+		waitFor(t, "job placed", time.Minute, func() error {
+			st, err := entry.Job(ctx, "train-1")
+			if err != nil {
+				return err
+			}
+			if st.State != api.JobPlaced && st.State != api.JobRunning {
+				return fmt.Errorf("state %s (%s)", st.State, st.Reason)
+			}
+			if !strings.HasPrefix(st.Node, "us-east-1-") {
+				return fmt.Errorf("placed on %s", st.Node)
+			}
+			return nil
+		})
+		waitFor(t, "job running", time.Minute, func() error {
+			st, err := entry.Job(ctx, "train-1")
+			if err == nil && st.State != api.JobRunning {
+				err = fmt.Errorf("state %s", st.State)
+			}
+			return err
+		})
+
+		// Idempotent resubmission through another node: same job.
+		other, _ := c.Agent("eu-west-1-0")
+		st2, created, err := other.SubmitJob(ctx, spec)
+		if err != nil || created || st2.ID != "train-1" || st2.Epoch != 1 {
+			t.Fatalf("resubmit: %+v created=%v err=%v", st2, created, err)
+		}
+		// Same ID, different spec: conflict.
+		diff := spec
+		diff.Demand.ComputePerHour = 301
+		if _, _, err := other.SubmitJob(ctx, diff); !errors.Is(err, api.ErrConflict) {
+			t.Fatalf("conflicting resubmit: %v, want ErrConflict", err)
+		}
+
+		// Crash the worker that runs the job: it is re-placed on the other.
+		st, _ = entry.Job(ctx, "train-1")
+		first := st.Node
+		if err := c.Crash(first); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "job re-placed", 3*time.Minute, func() error {
+			st, err := entry.Job(ctx, "train-1")
+			if err != nil {
+				return err
+			}
+			if st.Node == first || st.Node == "" || st.Epoch < 2 {
+				return fmt.Errorf("on %q epoch %d state %s (%s)", st.Node, st.Epoch, st.State, st.Reason)
+			}
+			return nil
+		})
+		allocs, err := entry.Allocations(ctx, api.AllocationFilter{JobID: "train-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := 0
+		for _, al := range allocs {
+			if al.State == api.AllocPending || al.State == api.AllocRunning {
+				live++
+			}
+		}
+		if live != 1 || len(allocs) != 2 {
+			t.Errorf("allocations of train-1: %+v, want one lost and one live", allocs)
+		}
+
+		// A short job completes.
+		if _, _, err := entry.SubmitJob(ctx, job("short-1", "eu-west-1", 100, 30*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "short job completes", 3*time.Minute, func() error {
+			st, err := entry.Job(ctx, "short-1")
+			if err == nil && st.State != api.JobCompleted {
+				err = fmt.Errorf("state %s (%s)", st.State, st.Reason)
+			}
+			return err
+		})
+
+		// Cancel stops the long job.
+		st, err = other.CancelJob(ctx, "train-1")
+		if err != nil || st.State != api.JobCancelled {
+			t.Fatalf("cancel: %+v %v", st, err)
+		}
+		st, err = entry.CancelJob(ctx, "train-1")
+		if err != nil || st.State != api.JobCancelled {
+			t.Fatalf("cancel again: %+v %v", st, err)
+		}
+
+		// A job nothing can hold waits with its reason.
+		st, _, err = entry.SubmitJob(ctx, job("huge-1", "us-east-1", 5000, time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State != api.JobPending || st.Reason == "" {
+			t.Errorf("huge job: state %s reason %q, want pending with a reason", st.State, st.Reason)
+		}
+		if _, err := entry.Job(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+			t.Errorf("unknown job: %v, want ErrNotFound", err)
+		}
+		list, err := entry.Jobs(ctx, api.JobFilter{Limit: 2})
+		if err != nil || len(list.Jobs) != 2 || list.NextCursor == "" {
+			t.Errorf("jobs page: %+v %v", list, err)
+		}
+		if _, _, err := entry.SubmitJob(ctx, job("x", "mars-1", 1, time.Second)); !errors.Is(err, api.ErrInvalid) {
+			t.Errorf("unknown region: %v, want ErrInvalid", err)
+		}
+	})
+}
+
+var _ = node.Config{}

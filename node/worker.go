@@ -1,0 +1,347 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-mesh/meridian/consensus"
+	"github.com/meridian-mesh/meridian/gossip"
+	"github.com/meridian-mesh/meridian/node/runner"
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// reportState is what a node reports of a task to its region's leader.
+type reportState string
+
+const (
+	reportRunning   reportState = "running"
+	reportCompleted reportState = "completed"
+	reportFailed    reportState = "failed"
+)
+
+// taskReport is one task state change on its way to the region's leader.
+type taskReport struct {
+	AllocID  string      `json:"alloc_id"`
+	JobID    string      `json:"job_id"`
+	State    reportState `json:"state"`
+	ExitCode *int        `json:"exit_code,omitempty"`
+	Reason   string      `json:"reason,omitempty"`
+	Node     string      `json:"node"`
+}
+
+// exitPrefix starts the stop message of an allocation whose command exited,
+// so the exit code survives in the ledger (see exitCodeOf).
+const exitPrefix = "exit code "
+
+func (r taskReport) message() string {
+	msg := r.Reason
+	if r.ExitCode != nil {
+		msg = exitPrefix + strconv.Itoa(*r.ExitCode) + ": " + msg
+	}
+	if len(msg) > 900 {
+		msg = msg[:900]
+	}
+	return msg
+}
+
+// exitCodeOf recovers the exit code from an allocation's stop message.
+func exitCodeOf(msg string) *int {
+	rest, ok := strings.CutPrefix(msg, exitPrefix)
+	if !ok {
+		return nil
+	}
+	num, _, _ := strings.Cut(rest, ":")
+	c, err := strconv.Atoi(num)
+	if err != nil {
+		return nil
+	}
+	return &c
+}
+
+// workAlloc is an allocation as the node that runs it needs it.
+type workAlloc struct {
+	ID        string              `json:"id"`
+	JobID     string              `json:"job_id"`
+	JobRegion string              `json:"job_region"`
+	Epoch     uint64              `json:"epoch"`
+	Resources placement.Resources `json:"resources"`
+	Duration  time.Duration       `json:"duration"`
+	Task      *consensus.TaskSpec `json:"task,omitempty"`
+}
+
+// nodeWork lists a node's live allocations from the ledger l.
+func nodeWork(l *consensus.Ledger, node string) []workAlloc {
+	var out []workAlloc
+	for _, al := range l.NodeAllocations(node) {
+		if !al.Live() {
+			continue
+		}
+		w := workAlloc{ID: al.ID, JobID: al.JobID, JobRegion: al.JobRegion, Epoch: al.Epoch,
+			Resources: al.Resources, Duration: al.Duration, Task: al.Task}
+		if al.JobRegion == l.Region() {
+			if j, ok := l.Job(al.JobID); ok {
+				w.Duration, w.Task = j.Spec.Duration, j.Task
+			}
+		}
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(x, y workAlloc) int { return strings.Compare(x.ID, y.ID) })
+	return out
+}
+
+// onTaskEvent queues a task's state change for the region's leader. The
+// runner calls it from its own goroutines; it must not block.
+func (a *Agent) onTaskEvent(ev runner.TaskEvent) {
+	var st reportState
+	switch ev.State {
+	case runner.StateRunning:
+		st = reportRunning
+	case runner.StateCompleted:
+		st = reportCompleted
+	case runner.StateFailed:
+		st = reportFailed
+	default:
+		// Cancelled: the node stopped the task because its allocation
+		// ended; the ledger already says so.
+		return
+	}
+	a.mu.Lock()
+	prev, had := a.reports[ev.AllocID]
+	if !had || prev.State == reportRunning {
+		a.reports[ev.AllocID] = taskReport{AllocID: ev.AllocID, JobID: ev.JobID, State: st,
+			ExitCode: ev.ExitCode, Reason: ev.Reason, Node: a.cfg.Name}
+	}
+	if ev.ExitCode != nil {
+		a.exits[ev.AllocID] = ev.ExitCode
+	}
+	n := len(a.reports)
+	a.mu.Unlock()
+	a.metrics.reportsLeft.Set(float64(n))
+	poke(a.capPoke)
+}
+
+// workerLoop runs the node's allocations: it polls the region's leader for
+// them, starts the ones not running, stops the ones that ended, and sends
+// task reports until the leader has committed them.
+func (a *Agent) workerLoop() {
+	t := time.NewTicker(a.cfg.Tuning.PollInterval)
+	defer t.Stop()
+	// finished are allocations whose task ended here; a lagging ledger
+	// must not make the node run them again.
+	finished := map[string]bool{}
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.flushReports(a.ctx)
+		work, err := a.fetchWork(a.ctx)
+		if err != nil {
+			a.log.Debug("could not fetch allocations; keeping tasks running", "err", err)
+			continue
+		}
+		a.reconcileTasks(work, finished)
+	}
+}
+
+func (a *Agent) reconcileTasks(work []workAlloc, finished map[string]bool) {
+	live := make(map[string]workAlloc, len(work))
+	var used placement.Resources
+	for _, w := range work {
+		live[w.ID] = w
+		used = used.Add(w.Resources)
+	}
+	a.mu.Lock()
+	a.lastUsed = used
+	for id, rep := range a.reports {
+		if rep.State != reportRunning {
+			finished[id] = true
+		}
+	}
+	a.mu.Unlock()
+	running := map[string]bool{}
+	for _, id := range a.runner.Running() {
+		running[id] = true
+		if _, ok := live[id]; !ok {
+			a.runner.Stop(id)
+		}
+	}
+	for id := range finished {
+		if _, ok := live[id]; !ok {
+			delete(finished, id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(live)) {
+		w := live[id]
+		if running[id] || finished[id] {
+			continue
+		}
+		task := runner.Task{AllocID: w.ID, JobID: w.JobID, Driver: runner.DriverSim, Duration: w.Duration}
+		if w.Task != nil {
+			task.Driver = driverOf(w.Task.Driver)
+			task.Command = w.Task.Command
+			task.Env = w.Task.Env
+		}
+		if err := a.runner.Start(task); err != nil {
+			a.log.Warn("could not start task", "alloc", w.ID, "err", err)
+			a.onTaskEvent(runner.TaskEvent{AllocID: w.ID, JobID: w.JobID, State: runner.StateFailed,
+				Reason: "task did not start: " + err.Error(), Time: time.Now()})
+		}
+	}
+	a.metrics.tasks.Set(float64(len(a.runner.Running())))
+}
+
+// fetchWork asks the region's leader for this node's live allocations.
+func (a *Agent) fetchWork(ctx context.Context) ([]workAlloc, error) {
+	if a.IsLeader() {
+		return nodeWork(a.server.Ledger(), a.cfg.Name), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Tuning.RequestTimeout)
+	defer cancel()
+	var out []workAlloc
+	err := a.callRegionLeader(ctx, "GET", "/v1/internal/work?node="+a.cfg.Name, nil, &out)
+	return out, err
+}
+
+// flushReports sends queued task reports to the region's leader and drops
+// those it committed.
+func (a *Agent) flushReports(ctx context.Context) {
+	a.mu.Lock()
+	reps := slices.Collect(maps.Values(a.reports))
+	a.mu.Unlock()
+	if len(reps) == 0 {
+		return
+	}
+	slices.SortFunc(reps, func(x, y taskReport) int { return strings.Compare(x.AllocID, y.AllocID) })
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Tuning.RequestTimeout)
+	defer cancel()
+	var err error
+	if a.IsLeader() {
+		for _, r := range reps {
+			if err = a.applyReport(ctx, r); err != nil {
+				break
+			}
+		}
+	} else {
+		err = a.callRegionLeader(ctx, "POST", "/v1/internal/reports", reps, nil)
+	}
+	if err != nil {
+		a.log.Debug("task reports not delivered; retrying", "reports", len(reps), "err", err)
+		return
+	}
+	a.mu.Lock()
+	for _, r := range reps {
+		if cur, ok := a.reports[r.AllocID]; ok && cur.State == r.State {
+			delete(a.reports, r.AllocID)
+		}
+	}
+	n := len(a.reports)
+	a.mu.Unlock()
+	a.metrics.reportsLeft.Set(float64(n))
+}
+
+// handOver asks the region's leader to re-place this node's allocations
+// before it leaves: it publishes a leaving record, which the leader's node
+// sync treats as the node gone, and waits until its allocations are stopped.
+func (a *Agent) handOver(ctx context.Context) error {
+	if _, err := a.gossip.SetCapacity(gossip.Capacity{}); err != nil {
+		return err
+	}
+	for {
+		a.flushReports(ctx)
+		work, err := a.fetchWork(ctx)
+		if err == nil && len(work) == 0 {
+			return nil
+		}
+		if !sleepCtx(ctx, a.cfg.Tuning.PollInterval) {
+			if err != nil {
+				return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+			}
+			return fmt.Errorf("%d allocations still on the node: %w", len(work), ctx.Err())
+		}
+	}
+}
+
+// capacityLoop publishes the node's capacity in gossip when it changes, at
+// most once per CapacityInterval.
+func (a *Agent) capacityLoop() {
+	var last gossip.Capacity
+	var published bool
+	var lastAt time.Time
+	t := time.NewTicker(a.cfg.Tuning.CapacityInterval)
+	defer t.Stop()
+	for {
+		c := a.currentCapacity()
+		a.mu.Lock()
+		leaving := a.left
+		a.mu.Unlock()
+		if !leaving && (!published || !capacityEqual(c, last)) && time.Since(lastAt) >= a.cfg.Tuning.CapacityInterval {
+			if _, err := a.gossip.SetCapacity(c); err != nil {
+				a.log.Warn("could not publish capacity", "err", err)
+			} else {
+				last, published, lastAt = c, true, time.Now()
+			}
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+		case <-a.capPoke:
+			if !published {
+				continue
+			}
+			// Coalesce bursts of task events into one record.
+			if !sleepCtx(a.ctx, max(0, a.cfg.Tuning.CapacityInterval-time.Since(lastAt))) {
+				return
+			}
+		}
+	}
+}
+
+// currentCapacity is the node's capacity as its region's ledger accounts
+// for it (the local replica on a server, the last fetched work on a worker).
+func (a *Agent) currentCapacity() gossip.Capacity {
+	total := a.cfg.Resources
+	c := gossip.Capacity{Total: total, Free: total, PricePerHour: a.cfg.PricePerHour, GPUType: a.cfg.GPUType}
+	if total.IsZero() {
+		c.PricePerHour, c.GPUType = 0, ""
+		return c
+	}
+	var used placement.Resources
+	if l := a.Ledger(); l != nil {
+		if n, ok := l.Node(a.cfg.Name); ok {
+			used = n.Used
+		}
+	} else if a.runner != nil {
+		a.mu.Lock()
+		used = a.lastUsed
+		a.mu.Unlock()
+	}
+	c.Free = clampRes(total.Sub(used))
+	if total.ComputePerHour > 0 {
+		c.Utilization = min(1, max(0, used.ComputePerHour/total.ComputePerHour))
+	}
+	if a.runner != nil {
+		c.QueueLength = len(a.runner.Running())
+	}
+	return c
+}
+
+func clampRes(r placement.Resources) placement.Resources {
+	r.ComputePerHour = max(0, r.ComputePerHour)
+	r.StorageGB = max(0, r.StorageGB)
+	r.BandwidthGBps = max(0, r.BandwidthGBps)
+	r.GPUs = max(0, r.GPUs)
+	return r
+}
+
+func capacityEqual(x, y gossip.Capacity) bool {
+	return x.Total == y.Total && x.Free == y.Free && x.PricePerHour == y.PricePerHour &&
+		x.GPUType == y.GPUType && x.Utilization == y.Utilization && x.QueueLength == y.QueueLength
+}
