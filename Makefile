@@ -24,7 +24,7 @@ test:
 
 ## demo: the main job on its embedded defaults
 demo: build
-	./$(BIN) score --example
+	./$(BIN) netsim --regions 6 --duration 3m --summary-json demo-summary.json
 
 ## bench: every benchmark with allocation figures; gossip's virtual-time
 ## benchmarks simulate whole meshes, so they run once each

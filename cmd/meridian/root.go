@@ -47,6 +47,7 @@ and trade spare capacity across regions by auction.`,
 	root.AddCommand(
 		newVersionCmd(),
 		newAgentCmd(),
+		newNetsimCmd(),
 		newScoreCmd(),
 		newJobCmd(),
 		newNodesCmd(),
