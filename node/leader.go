@@ -136,7 +136,7 @@ func (a *Agent) syncNodes(ctx context.Context) {
 			if n.Total != r.Total || n.PricePerHour != r.PricePerHour || n.GPUType != r.GPUType {
 				cmds = append(cmds, consensus.UpdateNode{ID: name, Total: r.Total, PricePerHour: r.PricePerHour, GPUType: r.GPUType})
 			}
-			if n.State == consensus.NodeDown {
+			if n.State != consensus.NodeReady {
 				cmds = append(cmds, consensus.SetNodeState{ID: name, State: consensus.NodeReady, Reason: "gossip reports the node alive"})
 			}
 		}
@@ -148,17 +148,26 @@ func (a *Agent) syncNodes(ctx context.Context) {
 			continue
 		}
 		gone, why := memberGone(m, rec, hasRec)
-		if !gone || n.State == consensus.NodeDown {
+		// A node that withdraws its capacity (it is leaving, and hands its
+		// work over first) drains: its allocations move elsewhere.
+		draining := !gone && hasRec && rec.Total.IsZero()
+		switch {
+		case gone && n.State != consensus.NodeDown:
+			a.log.Info("node down; re-placing its allocations", "node", n.ID, "why", why)
+			cmds = append(cmds, consensus.SetNodeState{ID: n.ID, State: consensus.NodeDown, Reason: why})
+		case draining && n.State == consensus.NodeReady:
+			why = "node withdrew its capacity (leaving)"
+			a.log.Info("node draining; re-placing its allocations", "node", n.ID)
+			cmds = append(cmds, consensus.SetNodeState{ID: n.ID, State: consensus.NodeDraining, Reason: why})
+		default:
 			continue
 		}
-		a.log.Info("node down; re-placing its allocations", "node", n.ID, "why", why)
-		cmds = append(cmds, consensus.SetNodeState{ID: n.ID, State: consensus.NodeDown, Reason: why})
 		for _, al := range l.NodeAllocations(n.ID) {
 			if !al.Live() {
 				continue
 			}
 			reason := consensus.StopLost
-			if hasRec && rec.Leaving {
+			if draining || hasRec && rec.Leaving {
 				reason = consensus.StopReplaced
 			}
 			cmds = append(cmds, consensus.StopAllocation{AllocID: al.ID, Reason: reason, Message: why})

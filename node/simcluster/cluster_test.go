@@ -211,3 +211,56 @@ func TestEndToEnd(t *testing.T) {
 }
 
 var _ = node.Config{}
+
+// TestGracefulLeaveHandsOverWork: a worker that leaves gets its
+// allocations re-placed before it goes, and no goroutine outlives the
+// cluster (TestMain's goleak and synctest's own check).
+func TestGracefulLeaveHandsOverWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		topo, err := netsim.WorldTopology().Subset("eu-west-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		capacity := func(region string, ordinal int) simcluster.NodeCapacity {
+			if ordinal == 0 {
+				return simcluster.NodeCapacity{}
+			}
+			return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 1000}, PricePerHour: 5}
+		}
+		c := startCluster(t, ctx, simcluster.Config{Topology: topo, Servers: 1, Workers: 2, Seed: 3, Capacity: capacity})
+		defer closeCluster(t, c)
+		srv, _ := c.Agent("eu-west-1-0")
+		if _, _, err := srv.SubmitJob(ctx, job("svc-1", "eu-west-1", 600, 0)); err != nil {
+			t.Fatal(err)
+		}
+		var first string
+		waitFor(t, "placed", time.Minute, func() error {
+			st, err := srv.Job(ctx, "svc-1")
+			if err == nil && st.Node == "" {
+				err = fmt.Errorf("state %s", st.State)
+			}
+			first = st.Node
+			return err
+		})
+		leaver, _ := c.Agent(first)
+		lctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := leaver.Leave(lctx); err != nil {
+			t.Fatalf("leave: %v", err)
+		}
+		st, err := srv.Job(ctx, "svc-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Node == first || st.Epoch < 2 {
+			waitFor(t, "re-placed", time.Minute, func() error {
+				st, err := srv.Job(ctx, "svc-1")
+				if err == nil && (st.Node == first || st.Node == "") {
+					err = fmt.Errorf("on %q, state %s", st.Node, st.State)
+				}
+				return err
+			})
+		}
+	})
+}
