@@ -7,7 +7,6 @@ import (
 
 	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/node/api"
-	"github.com/meridian-mesh/meridian/placement"
 )
 
 // jobState maps the ledger's job state to the API's.
@@ -98,7 +97,7 @@ func (a *Agent) jobStatus(l *consensus.Ledger, j consensus.Job) api.JobStatus {
 		if last.ID != "" {
 			st.ExitCode = exitCodeOf(last.StopMessage)
 			if st.Node == "" {
-				st.Node, st.Region = last.NodeID, l.Region()
+				st.Node, st.Region, st.AllocationID = last.NodeID, l.Region(), last.ID
 			}
 		}
 	}
@@ -110,9 +109,14 @@ func (a *Agent) jobStatus(l *consensus.Ledger, j consensus.Job) api.JobStatus {
 // takes, which the seller priced in already, so the price is the cost.
 func tradeCost(tr consensus.Trade) float64 { return tr.PricePerHour }
 
-// allocState maps a ledger allocation to the API's state.
-func (a *Agent) allocState(al consensus.Allocation) api.AllocState {
+// allocState maps a ledger allocation to the API's state. A live
+// allocation is running once its node reported the task started (the job
+// is running on it) or this node runs it.
+func (a *Agent) allocState(l *consensus.Ledger, al consensus.Allocation) api.AllocState {
 	if al.Live() {
+		if j, ok := l.Job(al.JobID); ok && al.JobRegion == l.Region() && j.AllocID == al.ID && j.State == consensus.JobRunning {
+			return api.AllocRunning
+		}
 		if a.runner != nil {
 			for _, id := range a.runner.Running() {
 				if id == al.ID {
@@ -142,7 +146,7 @@ func (a *Agent) allocation(l *consensus.Ledger, al consensus.Allocation) api.All
 		Region:     l.Region(),
 		HomeRegion: al.JobRegion,
 		Epoch:      al.Epoch,
-		State:      a.allocState(al),
+		State:      a.allocState(l, al),
 		Resources:  al.Resources,
 		Driver:     api.DriverSim,
 		CreatedAt:  al.Start,
@@ -166,9 +170,6 @@ func (a *Agent) allocation(l *consensus.Ledger, al consensus.Allocation) api.All
 	}
 	if task != nil && task.Driver != "" {
 		v.Driver = task.Driver
-	}
-	if al.Live() && a.runner != nil && v.State == api.AllocPending {
-		// Only the node running it knows; others report it pending.
 	}
 	return v
 }
@@ -210,7 +211,7 @@ func (a *Agent) trades(l *consensus.Ledger) []api.Trade {
 		}
 		st := api.TradeCommitted
 		if !al.Live() {
-			st = api.TradeState(a.allocState(al))
+			st = api.TradeState(a.allocState(l, al))
 			if st != api.TradeState(api.AllocCompleted) {
 				st = api.TradeAborted
 			} else {
@@ -251,4 +252,3 @@ func tradeState(s consensus.TradeState) api.TradeState {
 	return api.TradeOpen
 }
 
-var _ = placement.Resources{}
