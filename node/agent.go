@@ -94,8 +94,10 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	if err := installMetricsBridge(); err != nil {
-		return nil, fmt.Errorf("node: metrics: %w", err)
+	if cfg.BridgeMetrics {
+		if err := installMetricsBridge(); err != nil {
+			return nil, fmt.Errorf("node: metrics: %w", err)
+		}
 	}
 	a := &Agent{
 		cfg:       cfg,

@@ -57,6 +57,12 @@ type Config struct {
 	Market bool
 	// Version is reported in gossip and /v1/health.
 	Version string
+	// BridgeMetrics sends memberlist's and Raft's metrics (which go through
+	// go-metrics' process-wide sink) to /metrics. The sink is process-wide,
+	// so the first agent that asks installs it for all. Leave it off inside
+	// a testing/synctest bubble: the sink's summaries would keep the
+	// bubble's virtual time and spin once real time resumes.
+	BridgeMetrics bool
 
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger

@@ -251,4 +251,3 @@ func tradeState(s consensus.TradeState) api.TradeState {
 	}
 	return api.TradeOpen
 }
-

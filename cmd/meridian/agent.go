@@ -262,11 +262,12 @@ func agentNodeConfig(c agentConfig, logger *slog.Logger) (node.Config, error) {
 			P2PBind: c.BindP2P, P2PAdvertise: c.AdvertiseP2P,
 			HTTP: c.HTTP, HTTPAdvertise: c.AdvertiseHTTP,
 		}),
-		GossipKey: key,
-		ACLToken:  c.ACLToken,
-		Market:    c.Market && c.Server,
-		Version:   version,
-		Logger:    logger,
+		GossipKey:     key,
+		ACLToken:      c.ACLToken,
+		Market:        c.Market && c.Server,
+		Version:       version,
+		Logger:        logger,
+		BridgeMetrics: true,
 	}, nil
 }
 

@@ -234,7 +234,7 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	fmt.Fprintf(stderr, "starting %d regions × %d nodes on netsim (%s)...\n", len(regions), o.nodesPerRegion, strings.Join(regions, ", "))
 	c, err := simcluster.Start(ctx, simcluster.Config{
 		Topology: topo, Regions: regions, Servers: servers, Workers: workers,
-		Seed: o.seed, Capacity: capacity, Market: o.market, Logger: logger,
+		Seed: o.seed, Capacity: capacity, Market: o.market, Logger: logger, BridgeMetrics: true,
 	})
 	if err != nil {
 		return err

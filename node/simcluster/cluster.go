@@ -54,6 +54,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Tuning is every agent's Tuning.
 	Tuning node.Tuning
+	// BridgeMetrics is every agent's Config.BridgeMetrics: on for a
+	// real-time cluster that serves /metrics, off in a synctest bubble.
+	BridgeMetrics bool
 }
 
 // DefaultCapacity is one p4d.24xlarge (8 A100 GPUs) at region's on-demand
@@ -171,20 +174,21 @@ func (c *Cluster) startAgent(ctx context.Context, ep *netsim.Endpoint, spec nets
 	capa := c.cfg.Capacity(spec.Region, spec.Ordinal)
 	server := spec.Ordinal < c.cfg.Servers
 	cfg := node.Config{
-		Name:         spec.Name,
-		Region:       spec.Region,
-		Server:       server,
-		DataDir:      spec.DataDir,
-		Resources:    capa.Resources,
-		PricePerHour: capa.PricePerHour,
-		GPUType:      capa.GPUType,
-		Join:         slices.DeleteFunc(slices.Clone(c.seeds), func(s string) bool { return s == node.NetsimGossipAddr(ep) }),
-		Network:      node.NetsimNetwork(ep),
-		Market:       c.cfg.Market,
-		Logger:       c.cfg.Logger,
-		Seed:         spec.Seed,
-		Tuning:       c.cfg.Tuning,
-		Version:      "sim",
+		Name:          spec.Name,
+		Region:        spec.Region,
+		Server:        server,
+		DataDir:       spec.DataDir,
+		Resources:     capa.Resources,
+		PricePerHour:  capa.PricePerHour,
+		GPUType:       capa.GPUType,
+		Join:          slices.DeleteFunc(slices.Clone(c.seeds), func(s string) bool { return s == node.NetsimGossipAddr(ep) }),
+		Network:       node.NetsimNetwork(ep),
+		Market:        c.cfg.Market,
+		Logger:        c.cfg.Logger,
+		Seed:          spec.Seed,
+		Tuning:        c.cfg.Tuning,
+		Version:       "sim",
+		BridgeMetrics: c.cfg.BridgeMetrics,
 	}
 	if server {
 		cfg.BootstrapExpect = min(c.cfg.Servers, 3)

@@ -19,7 +19,7 @@ func TestBatchConservesDemandAndSplits(t *testing.T) {
 	in := []workload.Arrival{
 		arrival("a", workload.Interactive, 6000, 30*time.Second, 150*time.Millisecond), // 3000 mean over the block
 		arrival("a", workload.Interactive, 600, 60*time.Second, 120*time.Millisecond),  // 600
-		arrival("b", workload.Batch, 60, 60*time.Second, 0),                             // 60
+		arrival("b", workload.Batch, 60, 60*time.Second, 0),                            // 60
 	}
 	jobs := b.Batch(in, 7, "t")
 	var sumA, sumB float64
