@@ -202,6 +202,12 @@ func (tx *ledgerTx) dispatch(cmd Command) (Result, *CommandError) {
 		return tx.removeLease(c)
 	case Prune:
 		return tx.prune(c)
+	case DrawLease:
+		return tx.drawLease(c)
+	case EndTrade:
+		return tx.endTrade(c)
+	case MarkReported:
+		return tx.markReported(c)
 	case nil:
 		return Result{}, invalid("command", "must not be nil")
 	}
@@ -572,6 +578,13 @@ func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.
 // updateJob, the job this region owns that runs on it is updated: completed
 // for StopCompleted, pending otherwise.
 func (tx *ledgerTx) stopAlloc(a *Allocation, reason StopReason, msg string, updateJob bool) {
+	if a.Kind == ItemLease {
+		// The jobs drawn on a lease lose their capacity with it.
+		tx.stopDraws(a, reason)
+		if cur, ok := tx.alloc(a.ID); ok {
+			a = cur
+		}
+	}
 	s := *a
 	s.State, s.StopReason, s.StopMessage, s.Stopped = AllocStopped, reason, msg, tx.now
 	tx.putAlloc(&s)
@@ -580,7 +593,11 @@ func (tx *ledgerTx) stopAlloc(a *Allocation, reason StopReason, msg string, upda
 	if !a.LeaseExpiry.IsZero() {
 		del(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID))
 	}
-	tx.subUsed(a.NodeID, a.Resources)
+	if a.InLease != "" {
+		tx.returnToLease(a)
+	} else {
+		tx.subUsed(a.NodeID, a.Resources)
+	}
 	if !updateJob || a.JobRegion != tx.region {
 		return
 	}
@@ -724,6 +741,13 @@ func (tx *ledgerTx) setJobState(c SetJobState) (Result, *CommandError) {
 	}
 	res := Result{ID: j.ID, Epoch: j.Epoch}
 	if j.State == c.State {
+		if c.State == JobPending && c.Reason != j.Reason {
+			// Why a job is still pending changes without a placement.
+			u := *j
+			u.Reason, u.Updated = c.Reason, tx.now
+			tx.putJob(&u)
+			return res, nil
+		}
 		res.Existing = true
 		return res, nil
 	}
@@ -785,11 +809,15 @@ func checkItem(auctionID, itemID string) *CommandError {
 func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 	if err := firstErr(checkID("node_id", c.NodeID), checkItem(c.AuctionID, c.ItemID),
 		checkID("buyer_region", c.BuyerRegion), checkResources("resources", c.Resources),
-		tx.checkExpiry("expiry", c.Expiry, false)); err != nil {
+		tx.checkExpiry("expiry", c.Expiry, false), checkOptionalID("job_id", c.JobID),
+		checkPrice("price_per_hour", c.PricePerHour), checkKindDuration(c.ItemKind, c.Duration)); err != nil {
 		return Result{}, err
 	}
 	if c.Resources.IsZero() {
 		return Result{}, invalid("resources", "must not be zero")
+	}
+	if c.BuyerRegion == tx.region {
+		return Result{}, invalid("buyer_region", "a region cannot sell to itself (%q)", c.BuyerRegion)
 	}
 	expiry := canon(c.Expiry)
 	res := canonRes(c.Resources)
@@ -798,7 +826,8 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 			return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q was already converted into allocation %q", c.AuctionID, c.ItemID, ref.allocID)
 		}
 		e, _ := tx.t.escrows.get(ref.escrowID)
-		if e != nil && e.NodeID == c.NodeID && e.Resources == res && e.BuyerRegion == c.BuyerRegion && e.Expiry.Equal(expiry) {
+		if e != nil && e.NodeID == c.NodeID && e.Resources == res && e.BuyerRegion == c.BuyerRegion && e.Expiry.Equal(expiry) &&
+			e.Kind == c.ItemKind && e.JobID == c.JobID && e.Duration == c.Duration && e.PricePerHour == c.PricePerHour {
 			return Result{ID: e.ID, Existing: true}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q already holds escrow %q with different terms", c.AuctionID, c.ItemID, ref.escrowID)
@@ -808,7 +837,8 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 		return Result{}, err
 	}
 	e := &Escrow{ID: tx.nextID("e"), NodeID: n.ID, Resources: res, BuyerRegion: c.BuyerRegion,
-		AuctionID: c.AuctionID, ItemID: c.ItemID, Created: tx.now, Expiry: expiry}
+		AuctionID: c.AuctionID, ItemID: c.ItemID, Created: tx.now, Expiry: expiry,
+		Kind: c.ItemKind, JobID: c.JobID, Duration: c.Duration, PricePerHour: c.PricePerHour}
 	set(tx, tx.t.escrows, e.ID, e)
 	set(tx, tx.t.items, key(e.AuctionID, e.ItemID), itemRef{escrowID: e.ID})
 	set(tx, tx.t.onNode, key(n.ID, e.ID), struct{}{})
@@ -843,8 +873,9 @@ func (tx *ledgerTx) releaseEscrowCmd(c ReleaseEscrow) (Result, *CommandError) {
 }
 
 func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
-	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkID("job_id", c.JobID),
-		checkID("job_region", c.JobRegion), tx.checkExpiry("lease_expiry", c.LeaseExpiry, true)); err != nil {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkOptionalID("job_id", c.JobID),
+		checkID("job_region", c.JobRegion), tx.checkExpiry("lease_expiry", c.LeaseExpiry, true),
+		checkPrice("price_per_hour", c.PricePerHour)); err != nil {
 		return Result{}, err
 	}
 	if c.JobRegion == tx.region {
@@ -856,7 +887,10 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 	}
 	if ref.allocID != "" {
 		a, _ := tx.alloc(ref.allocID)
-		if a != nil && a.JobID == c.JobID && a.JobRegion == c.JobRegion {
+		if a != nil && (c.JobID == "" || a.JobID == c.JobID) && a.JobRegion == c.JobRegion {
+			if !a.Live() && a.StopReason == StopCancelled {
+				return Result{}, cmdErr(CodeInvalidTransition, c.ItemID, "auction %q item %q was allocated, then cancelled (%s)", c.AuctionID, c.ItemID, a.StopMessage)
+			}
 			return Result{ID: a.ID, Epoch: a.Epoch, Existing: true}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q was converted for another job", c.AuctionID, c.ItemID)
@@ -868,8 +902,17 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 	if e.BuyerRegion != c.JobRegion {
 		return Result{}, cmdErr(CodeConflict, c.ItemID, "escrow %q is held for region %q, not %q", e.ID, e.BuyerRegion, c.JobRegion)
 	}
-	if v, ok := tx.t.live.get(key(c.JobRegion, c.JobID)); ok {
-		return Result{}, cmdErr(CodeDoubleAllocation, c.JobID, "job %q of region %q already has live allocation %v here", c.JobID, c.JobRegion, v)
+	jobID := c.JobID
+	switch {
+	case jobID == "" && e.JobID == "":
+		return Result{}, invalid("job_id", "must be set: escrow %q does not name the job", e.ID)
+	case jobID == "":
+		jobID = e.JobID
+	case e.JobID != "" && e.JobID != jobID:
+		return Result{}, cmdErr(CodeConflict, c.ItemID, "escrow %q is held for job %q, not %q", e.ID, e.JobID, jobID)
+	}
+	if err := tx.supersede(c.JobRegion, jobID, e.Kind, c.Epoch, c.AuctionID); err != nil {
+		return Result{}, err
 	}
 	n, ok := tx.node(e.NodeID)
 	if !ok {
@@ -878,9 +921,25 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 	if n.State == NodeDown {
 		return Result{}, cmdErr(CodeNodeNotReady, n.ID, "node %q is down", n.ID)
 	}
+	lease := c.LeaseExpiry
+	if lease.IsZero() && e.Kind == ItemLease && e.Duration > 0 {
+		lease = tx.now.Add(e.Duration)
+		if err := checkTimeRange("duration", lease); err != nil {
+			return Result{}, err
+		}
+	}
 	tx.releaseEscrow(e)
 	n, _ = tx.node(e.NodeID)
-	a := tx.createAlloc(n, c.JobRegion, c.JobID, e.Resources, c.Epoch, c.LeaseExpiry, c.AuctionID, c.ItemID)
+	a := tx.createAlloc(n, c.JobRegion, jobID, e.Resources, c.Epoch, lease, c.AuctionID, c.ItemID)
+	sold := *a
+	sold.Kind, sold.PricePerHour = e.Kind, c.PricePerHour
+	if sold.PricePerHour == 0 {
+		sold.PricePerHour = e.PricePerHour
+	}
+	if e.Kind != ItemLease {
+		sold.Duration = e.Duration
+	}
+	tx.putAlloc(&sold)
 	set(tx, tx.t.items, key(c.AuctionID, c.ItemID), itemRef{allocID: a.ID})
 	return Result{ID: a.ID, Epoch: a.Epoch}, nil
 }
@@ -890,19 +949,44 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkID("job_id", c.JobID),
 		checkID("seller_region", c.SellerRegion), checkResources("resources", c.Resources),
-		checkPrice("price_per_hour", c.PricePerHour)); err != nil {
+		checkPrice("price_per_hour", c.PricePerHour), checkKindDuration(c.ItemKind, c.Duration),
+		checkOptionalID("node_id", c.NodeID), checkText("gpu_type", c.GPUType), checkChars("gpu_type", c.GPUType),
+		checkOptionalTime("awarded_at", c.AwardedAt), checkOptionalID("lease_auction_id", c.LeaseAuctionID),
+		checkOptionalID("lease_item_id", c.LeaseItemID)); err != nil {
 		return Result{}, err
 	}
 	if c.SellerRegion == tx.region {
 		return Result{}, invalid("seller_region", "a region cannot buy from itself (%q)", c.SellerRegion)
 	}
+	draw := c.LeaseAuctionID != ""
+	switch {
+	case draw != (c.LeaseItemID != ""):
+		return Result{}, invalid("lease_item_id", "lease_auction_id and lease_item_id go together")
+	case draw && c.ItemKind == ItemLease:
+		return Result{}, invalid("lease_auction_id", "a lease cannot be drawn on a lease")
+	case c.ItemKind == ItemLease && c.Duration <= 0:
+		return Result{}, invalid("duration", "a lease needs a positive duration")
+	}
 	res := canonRes(c.Resources)
 	if t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID)); ok {
 		if t.JobID == c.JobID && t.SellerRegion == c.SellerRegion && t.Resources == res &&
-			t.PricePerHour == c.PricePerHour && t.Epoch == c.Epoch {
+			t.PricePerHour == c.PricePerHour && t.Epoch == c.Epoch && t.Kind == c.ItemKind && t.NodeID == c.NodeID &&
+			t.Duration == c.Duration && t.LeaseAuctionID == c.LeaseAuctionID && t.LeaseItemID == c.LeaseItemID {
 			return Result{ID: t.JobID, Epoch: t.Epoch, Existing: true}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q was awarded before with different terms", c.AuctionID, c.ItemID)
+	}
+	now := tx.now
+	trade := &Trade{
+		AuctionID: c.AuctionID, ItemID: c.ItemID, JobID: c.JobID, SellerRegion: c.SellerRegion,
+		Resources: res, PricePerHour: c.PricePerHour, Epoch: c.Epoch, State: TradeAwarded,
+		Created: now, Updated: now, Kind: c.ItemKind, NodeID: c.NodeID, GPUType: c.GPUType, Duration: c.Duration,
+		AwardedAt: canon(c.AwardedAt), LeaseAuctionID: c.LeaseAuctionID, LeaseItemID: c.LeaseItemID,
+	}
+	if c.ItemKind == ItemLease {
+		// A lease is capacity, not a job: no job moves.
+		set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), trade)
+		return Result{ID: c.JobID, Epoch: c.Epoch}, nil
 	}
 	j, ok := tx.job(c.JobID)
 	if !ok {
@@ -917,12 +1001,23 @@ func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 	if c.Epoch != j.Epoch {
 		return Result{}, cmdErr(CodeStaleEpoch, j.ID, "job %q is at epoch %d, the award is for epoch %d", j.ID, j.Epoch, c.Epoch)
 	}
-	now := tx.now
-	set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), &Trade{
-		AuctionID: c.AuctionID, ItemID: c.ItemID, JobID: c.JobID, SellerRegion: c.SellerRegion,
-		Resources: res, PricePerHour: c.PricePerHour, Epoch: c.Epoch, State: TradeAwarded,
-		Created: now, Updated: now,
-	})
+	if draw {
+		ls, ok := tx.boughtLease(c.LeaseAuctionID, c.LeaseItemID)
+		switch {
+		case !ok:
+			return Result{}, cmdErr(CodeNotFound, c.LeaseItemID, "region %q holds no lease bought in auction %q item %q", tx.region, c.LeaseAuctionID, c.LeaseItemID)
+		case ls.PeerRegion != c.SellerRegion:
+			return Result{}, cmdErr(CodeConflict, c.LeaseItemID, "lease %q was bought from %q, not %q", ls.ID, ls.PeerRegion, c.SellerRegion)
+		case !ls.End.After(now):
+			return Result{}, cmdErr(CodeExpired, ls.ID, "lease %q ended at %s", ls.ID, ls.End.Format(time.RFC3339Nano))
+		case !ls.Used.Add(res).FitsIn(ls.Resources):
+			return Result{}, cmdErr(CodeOvercommit, ls.ID, "lease %q has %s unused, %s asked", ls.ID, fmtRes(clampFree(ls.Resources.Sub(ls.Used))), fmtRes(res))
+		}
+		u := *ls
+		u.Used = u.Used.Add(res)
+		set(tx, tx.t.leases, u.ID, &u)
+	}
+	set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), trade)
 	u := *j
 	u.State, u.Reason, u.Updated = JobTraded, "", now
 	u.Remote = &RemotePlacement{Region: c.SellerRegion, AuctionID: c.AuctionID, ItemID: c.ItemID}
@@ -932,24 +1027,29 @@ func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 }
 
 var tradeTransitions = map[TradeState][]TradeState{
-	TradeAwarded: {TradeAcked, TradeInDoubt, TradeCancelled},
-	TradeInDoubt: {TradeAcked, TradeCancelled},
-	TradeAcked:   {TradeCancelled},
+	TradeAwarded:   {TradeAcked, TradeInDoubt, TradeCancelled, TradeFailed, TradeAbandoned},
+	TradeInDoubt:   {TradeAcked, TradeCancelled, TradeFailed, TradeAbandoned},
+	TradeAcked:     {TradeCancelled, TradeFailed, TradeAbandoned},
+	TradeFailed:    {TradeSettled},
+	TradeAbandoned: {TradeSettled},
 }
 
 func (tx *ledgerTx) setTradeState(c SetTradeState) (Result, *CommandError) {
 	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkText("reason", c.Reason), checkText("seller_alloc_id", c.SellerAllocID)); err != nil {
 		return Result{}, err
 	}
-	if c.State < TradeAwarded || c.State > TradeCancelled {
-		return Result{}, invalid("state", "%s is not a trade state", c.State)
+	if c.State < TradeAwarded || c.State > TradeSettled {
+		return Result{}, invalid("state", "%s is not a trade state SetTradeState sets", c.State)
 	}
 	t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID))
 	if !ok {
 		return Result{}, cmdErr(CodeNotFound, c.ItemID, "no trade for auction %q item %q", c.AuctionID, c.ItemID)
 	}
-	res := Result{ID: t.JobID, Epoch: t.Epoch}
-	if t.State == c.State {
+	j := tx.jobUnder(t)
+	res := Result{ID: t.JobID, Epoch: tx.jobEpoch(t)}
+	if t.State == c.State || (t.State == TradeEnded && c.State == TradeAcked) {
+		// Acking a trade whose allocation already ran and ended is late
+		// news, not a conflict.
 		res.Existing = true
 		return res, nil
 	}
@@ -958,7 +1058,13 @@ func (tx *ledgerTx) setTradeState(c SetTradeState) (Result, *CommandError) {
 		allowed = allowed || s == c.State
 	}
 	if !allowed {
+		if c.State == TradeAcked && (t.State == TradeFailed || t.State == TradeAbandoned || t.State == TradeSettled) {
+			return Result{}, cmdErr(CodeStaleEpoch, c.ItemID, "trade of auction %q item %q is %s: the job was placed again meanwhile", c.AuctionID, c.ItemID, t.State)
+		}
 		return Result{}, cmdErr(CodeInvalidTransition, c.ItemID, "trade of auction %q item %q is %s and cannot become %s", c.AuctionID, c.ItemID, t.State, c.State)
+	}
+	if c.State == TradeAcked && t.Kind != ItemLease && (j == nil || j.Epoch != t.Epoch) {
+		return Result{}, cmdErr(CodeStaleEpoch, c.ItemID, "job %q no longer runs under auction %q item %q (epoch %d)", t.JobID, c.AuctionID, c.ItemID, t.Epoch)
 	}
 	now := tx.now
 	u := *t
@@ -967,20 +1073,21 @@ func (tx *ledgerTx) setTradeState(c SetTradeState) (Result, *CommandError) {
 		u.SellerAllocID = c.SellerAllocID
 	}
 	set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), &u)
-	if c.State == TradeCancelled {
-		if j, ok := tx.job(t.JobID); ok && j.Remote != nil && j.Remote.AuctionID == t.AuctionID && j.Remote.ItemID == t.ItemID {
-			uj := *j
-			uj.Remote, uj.Updated = nil, now
-			if !uj.State.Terminal() {
-				uj.State = JobPending
-				uj.Reason = "trade of auction " + t.AuctionID + " item " + t.ItemID + " cancelled"
-				if c.Reason != "" {
-					uj.Reason += ": " + c.Reason
-				}
-			}
-			tx.putJob(&uj)
-		}
+	why := "trade of auction " + t.AuctionID + " item " + t.ItemID + " " + c.State.String()
+	if c.Reason != "" {
+		why += ": " + c.Reason
 	}
+	switch c.State {
+	case TradeAcked:
+		if t.Kind == ItemLease {
+			tx.openBoughtLease(&u)
+		}
+	case TradeCancelled:
+		tx.tradeGone(t, j, false, why)
+	case TradeFailed, TradeAbandoned:
+		tx.tradeGone(t, j, true, why)
+	}
+	res.Epoch = tx.jobEpoch(t)
 	return res, nil
 }
 
@@ -1056,7 +1163,8 @@ func (tx *ledgerTx) prune(c Prune) (Result, *CommandError) {
 			return true
 		}
 		j, ok := tx.t.jobs.get(t.JobID)
-		if t.State == TradeCancelled || !ok || goneJobs[t.JobID] || (t.State == TradeAcked && j.State.Terminal()) {
+		closed := t.State == TradeCancelled || t.State == TradeFailed || t.State == TradeSettled || t.State == TradeEnded
+		if closed || (t.Kind != ItemLease && (!ok || goneJobs[t.JobID] || (t.State == TradeAcked && j.State.Terminal()))) {
 			trades = append(trades, k)
 		}
 		return true
@@ -1134,4 +1242,336 @@ func checkTask(t *TaskSpec) *CommandError {
 		}
 	}
 	return nil
+}
+
+// --- the market: sold leases, draws, reports (see docs/market.md) ---
+
+// maxItemDuration bounds how long a traded job or lease may run, so that
+// start plus duration stays a valid time.
+const maxItemDuration = 10 * 365 * 24 * time.Hour
+
+func checkOptionalID(field, s string) *CommandError {
+	if s == "" {
+		return nil
+	}
+	return checkID(field, s)
+}
+
+func checkOptionalTime(field string, t time.Time) *CommandError {
+	if t.IsZero() {
+		return nil
+	}
+	return checkTimeRange(field, t)
+}
+
+func checkKindDuration(k ItemKind, d time.Duration) *CommandError {
+	if !k.valid() {
+		return invalid("kind", "%d is not an item kind (1 job, 2 lease)", uint8(k))
+	}
+	if d < 0 || d > maxItemDuration {
+		return invalid("duration", "must be between 0 and %v, got %v", maxItemDuration, d)
+	}
+	return nil
+}
+
+// supersede makes room for a placement of another region's job under
+// epoch: a live allocation of the job made under an older epoch is stale
+// (the buyer abandoned that trade and placed the job again) and is stopped
+// as cancelled; one under the same or a newer epoch is a double
+// allocation.
+func (tx *ledgerTx) supersede(jobRegion, jobID string, kind ItemKind, epoch uint64, by string) *CommandError {
+	id, ok := tx.t.live.get(key(jobRegion, jobID))
+	if !ok {
+		return nil
+	}
+	old, ok := tx.alloc(id)
+	if !ok || !old.Live() {
+		return nil
+	}
+	if old.Kind == ItemLease || kind == ItemLease {
+		// Leases have no epochs: a live one is never stale.
+		return cmdErr(CodeDoubleAllocation, jobID, "region %q already holds live %s %q here as allocation %q", jobRegion, old.Kind, jobID, old.ID)
+	}
+	if old.Epoch >= epoch {
+		return cmdErr(CodeDoubleAllocation, jobID, "job %q of region %q already has live allocation %q here under epoch %d (this one is for epoch %d)",
+			jobID, jobRegion, old.ID, old.Epoch, epoch)
+	}
+	tx.stopAlloc(old, StopCancelled, fmt.Sprintf("superseded by epoch %d (auction %s)", epoch, by), false)
+	return nil
+}
+
+// stopDraws stops the live jobs drawn on a lease allocation.
+func (tx *ledgerTx) stopDraws(lease *Allocation, reason StopReason) {
+	var draws []*Allocation
+	p := key(lease.NodeID, "")
+	tx.t.onNode.prefix(p, func(k string, _ struct{}) bool {
+		if d, ok := tx.t.allocs.get(k[len(p):]); ok && d.InLease == lease.ID && d.Live() {
+			draws = append(draws, d)
+		}
+		return true
+	})
+	for _, d := range draws {
+		tx.stopAlloc(d, reason, "lease "+lease.ID+" "+reason.String(), true)
+	}
+}
+
+// hasDraws reports whether a lease allocation has live draws left.
+func (tx *ledgerTx) hasDraws(lease *Allocation) bool {
+	found := false
+	p := key(lease.NodeID, "")
+	tx.t.onNode.prefix(p, func(k string, _ struct{}) bool {
+		if d, ok := tx.t.allocs.get(k[len(p):]); ok && d.InLease == lease.ID {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// returnToLease gives a stopped draw's resources back to its lease (the
+// draw's node entry is already gone).
+func (tx *ledgerTx) returnToLease(draw *Allocation) {
+	la, ok := tx.alloc(draw.InLease)
+	if !ok || !la.Live() {
+		return
+	}
+	u := *la
+	if tx.hasDraws(la) {
+		u.LeaseUsed = clampFree(u.LeaseUsed.Sub(draw.Resources))
+	} else {
+		// Reset exactly, so that rounding cannot accumulate.
+		u.LeaseUsed = placement.Resources{}
+	}
+	tx.putAlloc(&u)
+}
+
+func (tx *ledgerTx) drawLease(c DrawLease) (Result, *CommandError) {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkID("lease_auction_id", c.LeaseAuctionID),
+		checkID("lease_item_id", c.LeaseItemID), checkID("job_region", c.JobRegion), checkID("job_id", c.JobID),
+		checkResources("resources", c.Resources), checkPrice("price_per_hour", c.PricePerHour),
+		checkKindDuration(ItemJob, c.Duration)); err != nil {
+		return Result{}, err
+	}
+	if c.JobRegion == tx.region {
+		return Result{}, invalid("job_region", "a region cannot buy from itself (%q)", c.JobRegion)
+	}
+	if c.Resources.IsZero() {
+		return Result{}, invalid("resources", "must not be zero")
+	}
+	if ref, ok := tx.t.items.get(key(c.AuctionID, c.ItemID)); ok {
+		if a, _ := tx.alloc(ref.allocID); a != nil && a.JobID == c.JobID && a.JobRegion == c.JobRegion && a.InLease != "" {
+			if !a.Live() && a.StopReason == StopCancelled {
+				return Result{}, cmdErr(CodeInvalidTransition, c.ItemID, "draw %q item %q was allocated, then cancelled (%s)", c.AuctionID, c.ItemID, a.StopMessage)
+			}
+			return Result{ID: a.ID, Epoch: a.Epoch, Existing: true}, nil
+		}
+		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q is already used by another trade", c.AuctionID, c.ItemID)
+	}
+	lease, err := tx.soldLease(c)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := tx.supersede(c.JobRegion, c.JobID, ItemJob, c.Epoch, c.AuctionID); err != nil {
+		return Result{}, err
+	}
+	// Superseding may have stopped a draw on this very lease.
+	lease, _ = tx.alloc(lease.ID)
+	if !lease.Live() {
+		return Result{}, cmdErr(CodeNotFound, c.LeaseItemID, "lease %q has ended", lease.ID)
+	}
+	res := canonRes(c.Resources)
+	if !lease.LeaseUsed.Add(res).FitsIn(lease.Resources) {
+		return Result{}, cmdErr(CodeOvercommit, lease.ID, "lease %q has %s unused, %s asked", lease.ID,
+			fmtRes(clampFree(lease.Resources.Sub(lease.LeaseUsed))), fmtRes(res))
+	}
+	if n, ok := tx.node(lease.NodeID); !ok || n.State == NodeDown {
+		return Result{}, cmdErr(CodeNodeNotReady, lease.NodeID, "node %q of lease %q is down or gone", lease.NodeID, lease.ID)
+	}
+	a := &Allocation{
+		ID: tx.nextID("a"), JobID: c.JobID, JobRegion: c.JobRegion, NodeID: lease.NodeID, Resources: res,
+		Epoch: c.Epoch, Start: tx.now, State: AllocLive, AuctionID: c.AuctionID, ItemID: c.ItemID,
+		Kind: ItemJob, PricePerHour: c.PricePerHour, InLease: lease.ID, Duration: c.Duration,
+	}
+	tx.putAlloc(a)
+	set(tx, tx.t.live, key(a.JobRegion, a.JobID), a.ID)
+	set(tx, tx.t.onNode, key(a.NodeID, a.ID), struct{}{})
+	set(tx, tx.t.items, key(c.AuctionID, c.ItemID), itemRef{allocID: a.ID})
+	u := *lease
+	u.LeaseUsed = u.LeaseUsed.Add(res)
+	tx.putAlloc(&u)
+	return Result{ID: a.ID, Epoch: a.Epoch}, nil
+}
+
+// soldLease returns the live lease allocation a draw names, sold to the
+// draw's buyer.
+func (tx *ledgerTx) soldLease(c DrawLease) (*Allocation, *CommandError) {
+	ref, ok := tx.t.items.get(key(c.LeaseAuctionID, c.LeaseItemID))
+	var la *Allocation
+	if ok && ref.allocID != "" {
+		la, _ = tx.alloc(ref.allocID)
+	}
+	switch {
+	case la == nil || la.Kind != ItemLease:
+		return nil, cmdErr(CodeNotFound, c.LeaseItemID, "no lease was sold in auction %q item %q", c.LeaseAuctionID, c.LeaseItemID)
+	case la.JobRegion != c.JobRegion:
+		return nil, cmdErr(CodeNotFound, c.LeaseItemID, "lease %q was sold to region %q, not %q", la.ID, la.JobRegion, c.JobRegion)
+	case !la.Live():
+		return nil, cmdErr(CodeNotFound, c.LeaseItemID, "lease %q has ended (%s)", la.ID, la.StopReason)
+	}
+	return la, nil
+}
+
+// jobUnder returns the job that runs under trade t (the job's remote
+// placement is t), or nil.
+func (tx *ledgerTx) jobUnder(t *Trade) *Job {
+	if t.Kind == ItemLease {
+		return nil
+	}
+	j, ok := tx.job(t.JobID)
+	if !ok || j.Remote == nil || j.Remote.AuctionID != t.AuctionID || j.Remote.ItemID != t.ItemID {
+		return nil
+	}
+	return j
+}
+
+// jobEpoch is the current epoch of the job a trade is about (the trade's own
+// epoch for a lease or a job the ledger no longer holds).
+func (tx *ledgerTx) jobEpoch(t *Trade) uint64 {
+	if t.Kind != ItemLease {
+		if j, ok := tx.job(t.JobID); ok {
+			return j.Epoch
+		}
+	}
+	return t.Epoch
+}
+
+// tradeGone undoes what a trade placed, once it is void: a job that runs
+// under it goes back to pending (under a new epoch when bump, so the old
+// placement is recognisably stale), a draw's resources go back to its
+// lease, a lost lease is closed.
+func (tx *ledgerTx) tradeGone(t *Trade, j *Job, bump bool, why string) {
+	if t.Kind == ItemLease {
+		if ls, ok := tx.boughtLease(t.AuctionID, t.ItemID); ok {
+			del(tx, tx.t.leases, ls.ID)
+		}
+		return
+	}
+	if t.Draw() {
+		if ls, ok := tx.boughtLease(t.LeaseAuctionID, t.LeaseItemID); ok {
+			u := *ls
+			u.Used = clampFree(u.Used.Sub(t.Resources))
+			set(tx, tx.t.leases, u.ID, &u)
+		}
+	}
+	if j == nil {
+		return
+	}
+	u := *j
+	u.Remote, u.Updated = nil, tx.now
+	if !u.State.Terminal() {
+		u.State, u.Reason = JobPending, why
+		if bump && u.Epoch == t.Epoch {
+			u.Epoch++
+		}
+	}
+	tx.putJob(&u)
+}
+
+// boughtLease returns the lease this region bought in an auction item.
+func (tx *ledgerTx) boughtLease(auctionID, itemID string) (*Lease, bool) {
+	var found *Lease
+	tx.t.leases.each(func(_ string, ls *Lease) bool {
+		if ls.Direction == LeaseBought && ls.AuctionID == auctionID && ls.ItemID == itemID {
+			found = ls
+			return false
+		}
+		return true
+	})
+	return found, found != nil
+}
+
+// openBoughtLease records an acknowledged lease trade as a bought lease,
+// open for draws until the award time plus its duration (the seller's
+// lease starts later, when it converts its escrow, so this end is
+// conservative).
+func (tx *ledgerTx) openBoughtLease(t *Trade) {
+	if _, ok := tx.boughtLease(t.AuctionID, t.ItemID); ok {
+		return
+	}
+	start := t.AwardedAt
+	if start.IsZero() {
+		start = t.Created
+	}
+	ls := &Lease{
+		ID: tx.nextID("l"), Direction: LeaseBought, PeerRegion: t.SellerRegion, Resources: t.Resources,
+		Start: start, End: start.Add(t.Duration), PricePerHour: t.PricePerHour, AuctionID: t.AuctionID,
+		ItemID: t.ItemID, Added: tx.now, NodeID: t.NodeID, GPUType: t.GPUType,
+	}
+	set(tx, tx.t.leases, ls.ID, ls)
+}
+
+func (tx *ledgerTx) endTrade(c EndTrade) (Result, *CommandError) {
+	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkText("message", c.Message)); err != nil {
+		return Result{}, err
+	}
+	if c.Outcome < StopCompleted || c.Outcome > StopExpired {
+		return Result{}, invalid("outcome", "%s is not a stop reason", c.Outcome)
+	}
+	t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID))
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.ItemID, "no trade for auction %q item %q", c.AuctionID, c.ItemID)
+	}
+	res := Result{ID: t.JobID, Epoch: tx.jobEpoch(t)}
+	if c.Epoch != t.Epoch || !(t.State == TradeAwarded || t.State == TradeInDoubt || t.State == TradeAcked) {
+		// Ended already, or void: the report changes nothing.
+		res.Existing = true
+		return res, nil
+	}
+	u := *t
+	u.State, u.EndReason, u.Reason, u.Updated = TradeEnded, c.Outcome, c.Message, tx.now
+	set(tx, tx.t.trades, key(c.AuctionID, c.ItemID), &u)
+	j := tx.jobUnder(t)
+	if c.Outcome == StopCompleted && j != nil && j.Epoch == t.Epoch && !j.State.Terminal() {
+		// The work is done; the job keeps its remote placement as history.
+		uj := *j
+		uj.State, uj.Reason, uj.Updated = JobCompleted, c.Message, tx.now
+		tx.putJob(&uj)
+		if t.Draw() {
+			tx.tradeGone(t, nil, false, "")
+		}
+	} else {
+		why := fmt.Sprintf("allocation in region %s %s", t.SellerRegion, c.Outcome)
+		if c.Message != "" {
+			why += ": " + c.Message
+		}
+		if j != nil && j.Epoch != t.Epoch {
+			j = nil
+		}
+		tx.tradeGone(t, j, true, why)
+	}
+	res.Epoch = tx.jobEpoch(t)
+	return res, nil
+}
+
+func (tx *ledgerTx) markReported(c MarkReported) (Result, *CommandError) {
+	if err := checkID("alloc_id", c.AllocID); err != nil {
+		return Result{}, err
+	}
+	a, ok := tx.alloc(c.AllocID)
+	if !ok {
+		return Result{}, cmdErr(CodeNotFound, c.AllocID, "allocation %q does not exist", c.AllocID)
+	}
+	if a.Live() || !a.Sold() {
+		return Result{}, cmdErr(CodeInvalidTransition, c.AllocID, "allocation %q is live or not sold to another region", c.AllocID)
+	}
+	res := Result{ID: a.ID, Epoch: a.Epoch}
+	if a.Reported {
+		res.Existing = true
+		return res, nil
+	}
+	u := *a
+	u.Reported = true
+	tx.putAlloc(&u)
+	return res, nil
 }

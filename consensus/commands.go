@@ -33,8 +33,11 @@ const (
 	KindAddLease          Kind = 18
 	KindRemoveLease       Kind = 19
 	KindPrune             Kind = 20
+	KindDrawLease         Kind = 21
+	KindEndTrade          Kind = 22
+	KindMarkReported      Kind = 23
 
-	maxKind = KindPrune
+	maxKind = KindMarkReported
 )
 
 var kindNames = [...]string{
@@ -58,6 +61,9 @@ var kindNames = [...]string{
 	KindAddLease:          "AddLease",
 	KindRemoveLease:       "RemoveLease",
 	KindPrune:             "Prune",
+	KindDrawLease:         "DrawLease",
+	KindEndTrade:          "EndTrade",
+	KindMarkReported:      "MarkReported",
 }
 
 // String names the kind after its command type.
@@ -183,7 +189,8 @@ type RenewAllocation struct {
 // ends it: completed, failed or cancelled, stopping its live local
 // allocation with the matching reason. Setting the state a job already has
 // succeeds with Result.Existing; leaving a terminal state fails with
-// ErrInvalidTransition.
+// ErrInvalidTransition. Setting pending on a pending job records a new
+// Reason (why it is still pending, for example why no seller took it).
 type SetJobState struct {
 	JobID  string   `msgpack:"j"`
 	State  JobState `msgpack:"s"`
@@ -212,6 +219,13 @@ type HoldEscrow struct {
 	AuctionID   string              `msgpack:"au"`
 	ItemID      string              `msgpack:"it"`
 	Expiry      time.Time           `msgpack:"x"`
+	// ItemKind, JobID, Duration and PricePerHour describe what is bid for (the
+	// buyer's job or lease, how long it runs, the asking price); the
+	// allocation the escrow becomes inherits them.
+	ItemKind     ItemKind      `msgpack:"k,omitempty"`
+	JobID        string        `msgpack:"j,omitempty"`
+	Duration     time.Duration `msgpack:"d,omitempty"`
+	PricePerHour float64       `msgpack:"p,omitempty"`
 }
 
 // ReleaseEscrow gives an escrow's capacity back (the buyer chose another
@@ -226,16 +240,29 @@ type ReleaseEscrow struct {
 // ConvertEscrow turns an escrow into a live allocation of the buyer's job
 // (the award arrived). It is idempotent by AuctionID and ItemID: converting
 // again returns the allocation (Result.Existing). It fails with ErrNotFound
-// when no live escrow is held for the item (it expired or was released).
-// Result.ID is the allocation's ID.
+// when no live escrow is held for the item (it expired or was released),
+// and with ErrInvalidTransition when the item's allocation was cancelled.
+// Result.ID is the allocation's ID, Result.Epoch its epoch.
+//
+// A live allocation of the same job made under an older epoch (a trade the
+// buyer abandoned during a partition) is stopped as cancelled: the job's
+// newer placement supersedes it. One under the same or a newer epoch makes
+// the command fail with ErrDoubleAllocation.
 type ConvertEscrow struct {
 	AuctionID string `msgpack:"au"`
 	ItemID    string `msgpack:"it"`
-	JobID     string `msgpack:"j"`
+	// JobID may be empty when the escrow recorded the job (HoldEscrow.JobID).
+	JobID string `msgpack:"j"`
 	// JobRegion is the buyer's region, which owns the job.
-	JobRegion   string    `msgpack:"jr"`
-	Epoch       uint64    `msgpack:"e"`
+	JobRegion string `msgpack:"jr"`
+	Epoch     uint64 `msgpack:"e"`
+	// LeaseExpiry ends the allocation unless renewed; zero means never, or,
+	// for a lease escrow with a duration, the command time plus the
+	// duration.
 	LeaseExpiry time.Time `msgpack:"le"`
+	// PricePerHour is the price the buyer pays; zero keeps the escrow's
+	// asking price.
+	PricePerHour float64 `msgpack:"p,omitempty"`
 }
 
 // Expire does nothing but advance the ledger's time to the command time.
@@ -251,6 +278,12 @@ type Expire struct{}
 // placement (ErrDoubleAllocation) and Epoch must be the job's current epoch
 // (ErrStaleEpoch); the job becomes traded. Idempotent by AuctionID and
 // ItemID.
+//
+// For a lease (ItemKind ItemLease) JobID names the lease and no job is
+// involved. For a job drawn on a bought lease (LeaseAuctionID and
+// LeaseItemID set) the demand is also taken from the lease's unused
+// capacity, failing with ErrOvercommit when it does not fit and with
+// ErrNotFound when the region holds no such lease.
 type RecordAward struct {
 	AuctionID    string              `msgpack:"au"`
 	ItemID       string              `msgpack:"it"`
@@ -259,12 +292,37 @@ type RecordAward struct {
 	Resources    placement.Resources `msgpack:"res"`
 	PricePerHour float64             `msgpack:"p"`
 	Epoch        uint64              `msgpack:"e"`
+	// ItemKind is what was bought (zero: a job).
+	ItemKind ItemKind `msgpack:"k,omitempty"`
+	// NodeID and GPUType describe the seller's node.
+	NodeID  string `msgpack:"n,omitempty"`
+	GPUType string `msgpack:"g,omitempty"`
+	// Duration is how long the job or lease runs.
+	Duration time.Duration `msgpack:"d,omitempty"`
+	// AwardedAt is the buyer's clock when it decided.
+	AwardedAt time.Time `msgpack:"at"`
+	// LeaseAuctionID and LeaseItemID name the bought lease a job is drawn
+	// on, if any.
+	LeaseAuctionID string `msgpack:"la,omitempty"`
+	LeaseItemID    string `msgpack:"li,omitempty"`
 }
 
-// SetTradeState moves a trade: awarded → acked, in-doubt or cancelled;
-// in-doubt → acked or cancelled; acked → cancelled. Cancelling the trade a
-// traded job runs under sends the job back to pending. Setting the state a
-// trade already has succeeds with Result.Existing.
+// SetTradeState moves a trade: awarded → acked, in-doubt, cancelled, failed
+// or abandoned; in-doubt → acked, cancelled, failed or abandoned; acked →
+// cancelled, failed or abandoned; failed or abandoned → settled. Setting the
+// state a trade already has succeeds with Result.Existing, and so does
+// acking a trade that has ended. Result.Epoch is the job's epoch
+// afterwards.
+//
+//   - Acked requires the job to still run under the trade (its epoch is the
+//     trade's and it names the trade as its remote placement), else
+//     ErrStaleEpoch; acking a lease opens it for draws: it adds a bought
+//     Lease record naming the trade's auction and item.
+//   - Cancelled sends a job that runs under the trade back to pending.
+//   - Failed and abandoned do too, and bump its epoch, so that the job is
+//     placed again under a new one and the old placement is recognisably
+//     stale; a draw's resources go back to its lease, a lost lease is
+//     removed.
 type SetTradeState struct {
 	AuctionID string     `msgpack:"au"`
 	ItemID    string     `msgpack:"it"`
@@ -285,6 +343,57 @@ type AddLease struct {
 // with Result.Existing.
 type RemoveLease struct {
 	ID string `msgpack:"id"`
+}
+
+// DrawLease allocates a buyer's job inside a lease this region sold to that
+// buyer, without an auction: the draw takes the lease's unused capacity,
+// not its node's free capacity (the lease already holds that). It is
+// idempotent by AuctionID and ItemID (the draw's trade): drawing again
+// returns the allocation (Result.Existing). It fails with ErrNotFound when
+// the lease is unknown, not live or sold to another region, with
+// ErrOvercommit when the lease's unused capacity does not cover Resources,
+// and with ErrDoubleAllocation when the job already runs here under the
+// same or a newer epoch (an older one is superseded, as in ConvertEscrow).
+// Result.ID is the allocation's ID.
+type DrawLease struct {
+	// AuctionID and ItemID name the draw's trade.
+	AuctionID string `msgpack:"au"`
+	ItemID    string `msgpack:"it"`
+	// LeaseAuctionID and LeaseItemID name the lease's trade.
+	LeaseAuctionID string `msgpack:"la"`
+	LeaseItemID    string `msgpack:"li"`
+	// JobRegion is the buyer, which owns the job and the lease.
+	JobRegion    string              `msgpack:"jr"`
+	JobID        string              `msgpack:"j"`
+	Resources    placement.Resources `msgpack:"res"`
+	Epoch        uint64              `msgpack:"e"`
+	PricePerHour float64             `msgpack:"p,omitempty"`
+	// Duration is how long the job runs (zero: until stopped).
+	Duration time.Duration `msgpack:"d,omitempty"`
+}
+
+// EndTrade records, in the buyer's ledger, that the seller's allocation of a
+// traded job ended (the seller reports it). If the job still runs under
+// the trade it becomes completed (Outcome StopCompleted) or, for any other
+// outcome, pending under a new epoch so that it is placed again; the trade
+// becomes ended. A report about a trade the job no longer runs under
+// changes nothing (Result.Existing), nor does a repeated one. ErrNotFound
+// when the ledger has no such trade. Result.Epoch is the job's epoch
+// afterwards.
+type EndTrade struct {
+	AuctionID string     `msgpack:"au"`
+	ItemID    string     `msgpack:"it"`
+	Epoch     uint64     `msgpack:"e"`
+	Outcome   StopReason `msgpack:"o"`
+	Message   string     `msgpack:"m,omitempty"`
+}
+
+// MarkReported records that the buyer acknowledged the end of a stopped
+// allocation this region ran for it (see EndTrade), so that the seller's
+// market stops reporting it. Marking again succeeds with Result.Existing;
+// ErrInvalidTransition for a live or a local allocation.
+type MarkReported struct {
+	AllocID string `msgpack:"a"`
 }
 
 // Prune deletes history older than Before: stopped allocations stopped
@@ -357,6 +466,15 @@ func (RemoveLease) Kind() Kind { return KindRemoveLease }
 // Kind implements Command.
 func (Prune) Kind() Kind { return KindPrune }
 
+// Kind implements Command.
+func (DrawLease) Kind() Kind { return KindDrawLease }
+
+// Kind implements Command.
+func (EndTrade) Kind() Kind { return KindEndTrade }
+
+// Kind implements Command.
+func (MarkReported) Kind() Kind { return KindMarkReported }
+
 // newBody returns a pointer to a zero command of the kind, to decode into.
 func newBody(k Kind) (any, bool) {
 	switch k {
@@ -400,6 +518,12 @@ func newBody(k Kind) (any, bool) {
 		return new(RemoveLease), true
 	case KindPrune:
 		return new(Prune), true
+	case KindDrawLease:
+		return new(DrawLease), true
+	case KindEndTrade:
+		return new(EndTrade), true
+	case KindMarkReported:
+		return new(MarkReported), true
 	}
 	return nil, false
 }
@@ -446,6 +570,12 @@ func deref(p any) Command {
 	case *RemoveLease:
 		return *b
 	case *Prune:
+		return *b
+	case *DrawLease:
+		return *b
+	case *EndTrade:
+		return *b
+	case *MarkReported:
 		return *b
 	}
 	panic(fmt.Sprintf("consensus: deref of unknown command type %T", p))

@@ -262,6 +262,35 @@ func (l *Ledger) Trade(auctionID, itemID string) (Trade, bool) {
 // Trades returns every trade, by auction and item.
 func (l *Ledger) Trades() []Trade { return derefAll(values(l.t.trades)) }
 
+// UnreportedSold returns the stopped allocations this region ran for other
+// regions whose end the buyer has not yet acknowledged (MarkReported),
+// except those the buyer cancelled itself, by ID. The seller's market
+// reports them until they are acknowledged.
+func (l *Ledger) UnreportedSold() []Allocation {
+	var out []Allocation
+	l.t.allocs.each(func(_ string, a *Allocation) bool {
+		if a.Sold() && !a.Live() && !a.Reported && a.StopReason != StopCancelled {
+			out = append(out, *a)
+		}
+		return true
+	})
+	return out
+}
+
+// BoughtLease returns the lease this region bought in an auction item.
+func (l *Ledger) BoughtLease(auctionID, itemID string) (Lease, bool) {
+	var found Lease
+	ok := false
+	l.t.leases.each(func(_ string, ls *Lease) bool {
+		if ls.Direction == LeaseBought && ls.AuctionID == auctionID && ls.ItemID == itemID {
+			found, ok = *ls, true
+			return false
+		}
+		return true
+	})
+	return found, ok
+}
+
 // NextExpiry returns the earliest escrow expiry or allocation lease expiry
 // in the ledger, if there is one.
 func (l *Ledger) NextExpiry() (time.Time, bool) {
@@ -394,6 +423,7 @@ func (b *ledgerBuilder) addLease(ls Lease) error {
 }
 
 func (b *ledgerBuilder) addTrade(tr Trade) error {
+	tr.AwardedAt = canon(tr.AwardedAt)
 	if tr.AuctionID == "" {
 		return fmt.Errorf("trade with an empty auction ID")
 	}
@@ -415,8 +445,18 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		return true
 	})
 	sums := map[string]placement.Resources{}
+	drawn := map[string]placement.Resources{} // lease allocation → its live draws
 	t.allocs.each(func(_ string, a *Allocation) bool {
 		if !a.Live() {
+			return true
+		}
+		if a.InLease != "" {
+			// A draw uses its lease's capacity, which the node already
+			// counts.
+			drawn[a.InLease] = drawn[a.InLease].Add(a.Resources)
+			if l, ok := t.allocs.get(a.InLease); !ok || !l.Live() || l.Kind != ItemLease || l.NodeID != a.NodeID {
+				errs = append(errs, fmt.Sprintf("live draw %q is not on a live lease %q of its node", a.ID, a.InLease))
+			}
 			return true
 		}
 		sums[a.NodeID] = sums[a.NodeID].Add(a.Resources)
@@ -426,6 +466,15 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		if a.JobRegion == b.l.region {
 			if j, ok := t.jobs.get(a.JobID); !ok || j.AllocID != a.ID {
 				errs = append(errs, fmt.Sprintf("live allocation %q is not the allocation of its job %q", a.ID, a.JobID))
+			}
+		}
+		return true
+	})
+	t.allocs.each(func(_ string, a *Allocation) bool {
+		if a.Live() && a.Kind == ItemLease {
+			if !approxEqual(a.LeaseUsed, drawn[a.ID]) || !a.LeaseUsed.FitsIn(a.Resources) {
+				errs = append(errs, fmt.Sprintf("lease %q records %s drawn of %s, its draws hold %s",
+					a.ID, fmtRes(a.LeaseUsed), fmtRes(a.Resources), fmtRes(drawn[a.ID])))
 			}
 		}
 		return true

@@ -155,6 +155,36 @@ func (r StopReason) String() string {
 	return fmt.Sprintf("stop-reason(%d)", uint8(r))
 }
 
+// ItemKind says what an auction item bought: a job to run, or a capacity
+// lease. The numeric values are part of the log format; zero, in records
+// written before leases existed, means a job.
+type ItemKind uint8
+
+// Item kinds.
+const (
+	// ItemJob is a job the seller runs for the buyer.
+	ItemJob ItemKind = 1
+	// ItemLease is capacity the seller holds for the buyer for a time
+	// window; the buyer places jobs into it later with DrawLease.
+	ItemLease ItemKind = 2
+)
+
+// String names the value.
+func (k ItemKind) String() string {
+	switch k {
+	case 0, ItemJob:
+		return "job"
+	case ItemLease:
+		return "lease"
+	}
+	return fmt.Sprintf("item-kind(%d)", uint8(k))
+}
+
+func (k ItemKind) valid() bool { return k <= ItemLease }
+
+// IsLease reports whether the item is a capacity lease.
+func (k ItemKind) IsLease() bool { return k == ItemLease }
+
 // Allocation binds a job to resources on a node. Allocations of jobs owned
 // by this region have JobRegion equal to the ledger's region; allocations
 // sold to other regions (from converted escrows) name the buyer's region
@@ -184,7 +214,28 @@ type Allocation struct {
 	// and nil on allocations of the region's own jobs.
 	Duration time.Duration `msgpack:"du,omitempty"`
 	Task     *TaskSpec     `msgpack:"tk,omitempty"`
+	// Kind is ItemLease for capacity sold as a lease: a reservation, not a
+	// task to run; the jobs drawn on it are allocations of their own
+	// (InLease). Zero or ItemJob otherwise.
+	Kind ItemKind `msgpack:"k,omitempty"`
+	// PricePerHour is what the buyer pays for a sold allocation, US
+	// dollars per node-hour; zero for local ones.
+	PricePerHour float64 `msgpack:"p,omitempty"`
+	// InLease, for a job drawn on a sold lease, is the lease allocation's
+	// ID. A draw uses the lease's capacity (LeaseUsed), not its node's
+	// free capacity, and stops when the lease stops.
+	InLease string `msgpack:"il,omitempty"`
+	// LeaseUsed, for a lease allocation, is what its live draws use.
+	LeaseUsed placement.Resources `msgpack:"lu"`
+	// Reported records that the end of an allocation sold to another region
+	// was acknowledged by the buyer (MarkReported), so the seller stops
+	// reporting it.
+	Reported bool `msgpack:"rp,omitempty"`
 }
+
+// Sold reports whether the allocation runs for another region (bought from
+// this one in an auction, or drawn on a lease this region sold).
+func (a Allocation) Sold() bool { return a.AuctionID != "" }
 
 // Live reports whether the allocation holds its resources.
 func (a Allocation) Live() bool { return a.State == AllocLive }
@@ -283,6 +334,16 @@ type Escrow struct {
 	ItemID      string              `msgpack:"it"`
 	Created     time.Time           `msgpack:"c"`
 	Expiry      time.Time           `msgpack:"x"`
+	// Kind is what the buyer bids for (zero: a job).
+	Kind ItemKind `msgpack:"k,omitempty"`
+	// JobID is the buyer's job (or lease) the hold is for, if the seller
+	// recorded it.
+	JobID string `msgpack:"j,omitempty"`
+	// Duration is how long the job or lease runs once allocated; zero means
+	// until stopped.
+	Duration time.Duration `msgpack:"d,omitempty"`
+	// PricePerHour is the seller's asking price, US dollars per node-hour.
+	PricePerHour float64 `msgpack:"p,omitempty"`
 }
 
 // LeaseDirection says whether this region bought a lease or sold it.
@@ -321,6 +382,13 @@ type Lease struct {
 	AuctionID    string              `msgpack:"au,omitempty"`
 	ItemID       string              `msgpack:"it,omitempty"`
 	Added        time.Time           `msgpack:"ad"`
+	// NodeID and GPUType describe the seller's node the capacity is on
+	// (bought leases recorded by the market).
+	NodeID  string `msgpack:"n,omitempty"`
+	GPUType string `msgpack:"g,omitempty"`
+	// Used is the part of a bought lease that jobs drawn on it take (see
+	// RecordAward with a lease).
+	Used placement.Resources `msgpack:"u"`
 }
 
 // TradeState is where an award this region decided as a buyer stands.
@@ -337,7 +405,26 @@ const (
 	TradeInDoubt TradeState = 3
 	// TradeCancelled: the trade is void; the job goes back to pending.
 	TradeCancelled TradeState = 4
+	// TradeFailed: the seller could not honour the award (its escrow had
+	// expired or was released); the job's epoch was bumped. Final: the
+	// seller holds nothing.
+	TradeFailed TradeState = 5
+	// TradeAbandoned: the award stayed in doubt too long (or turned out
+	// stale); the job's epoch was bumped so it can be placed again. The
+	// trade stays open until the seller confirms it holds nothing for it.
+	TradeAbandoned TradeState = 6
+	// TradeSettled: an abandoned or failed trade is reconciled: the seller
+	// holds nothing for it.
+	TradeSettled TradeState = 7
+	// TradeEnded: the seller's allocation ended (EndTrade: completed,
+	// failed, lost); EndReason says how.
+	TradeEnded TradeState = 8
 )
+
+// Open reports whether the market still has work to do on the trade: an
+// award waiting for the seller's answer, or an abandoned trade to
+// reconcile.
+func (s TradeState) Open() bool { return s == TradeAwarded || s == TradeInDoubt || s == TradeAbandoned }
 
 // String names the value.
 func (s TradeState) String() string {
@@ -350,6 +437,14 @@ func (s TradeState) String() string {
 		return "in-doubt"
 	case TradeCancelled:
 		return "cancelled"
+	case TradeFailed:
+		return "failed"
+	case TradeAbandoned:
+		return "abandoned"
+	case TradeSettled:
+		return "settled"
+	case TradeEnded:
+		return "ended"
 	}
 	return fmt.Sprintf("trade-state(%d)", uint8(s))
 }
@@ -374,7 +469,27 @@ type Trade struct {
 	SellerAllocID string    `msgpack:"sa,omitempty"`
 	Created       time.Time `msgpack:"c"`
 	Updated       time.Time `msgpack:"u"`
+	// Kind is what was bought (zero: a job). For a lease, JobID names the
+	// lease.
+	Kind ItemKind `msgpack:"k,omitempty"`
+	// NodeID and GPUType describe the seller's node.
+	NodeID  string `msgpack:"n,omitempty"`
+	GPUType string `msgpack:"g,omitempty"`
+	// Duration is how long the job or lease runs; zero means until stopped.
+	Duration time.Duration `msgpack:"d,omitempty"`
+	// AwardedAt is the buyer's clock when it decided the award (the
+	// market's in-doubt timeout counts from it).
+	AwardedAt time.Time `msgpack:"at"`
+	// LeaseAuctionID and LeaseItemID, for a job drawn on a bought lease,
+	// name the lease's trade.
+	LeaseAuctionID string `msgpack:"la,omitempty"`
+	LeaseItemID    string `msgpack:"li,omitempty"`
+	// EndReason says how the seller's allocation ended (TradeEnded).
+	EndReason StopReason `msgpack:"er,omitempty"`
 }
+
+// Draw reports whether the trade placed a job in a bought lease.
+func (t Trade) Draw() bool { return t.LeaseAuctionID != "" }
 
 // TaskSpec is how an allocation of a job runs on its node: which driver, and
 // for the exec driver the command and its extra environment. The ledger keeps

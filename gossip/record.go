@@ -70,6 +70,67 @@ type Capacity struct {
 	DemandPerHour float64
 	// Forecast is the node's demand forecast; nil when it has none.
 	Forecast *Forecast
+	// Market is what a region server announces for the cross-region market
+	// (its Raft leadership and the region's ask); nil on workers and on
+	// servers that do not trade.
+	Market *MarketInfo
+}
+
+// MaxAskSize bounds MarketInfo.Ask, so that a record with an ask still fits
+// MaxRecordSize.
+const MaxAskSize = 256
+
+// MarketInfo is what a region server announces to the market: whether it
+// leads its region's Raft group, under which term, and the region's ask.
+// Other regions read it to find a region's leader and to check that a peer
+// speaking for a region is its leader (node/market).
+type MarketInfo struct {
+	// Leader reports that the node is its region's Raft leader and acts for
+	// the region in the market.
+	Leader bool
+	// Term is the Raft term of that leadership; zero when not leader.
+	Term uint64
+	// Ask is the region's ask, opaque to gossip (encoded by
+	// placement/auction.EncodeAsk); empty for none. At most MaxAskSize
+	// bytes.
+	Ask []byte
+}
+
+// Validate checks the market announcement. Errors wrap placement.ErrInvalid
+// and name the field.
+func (m *MarketInfo) Validate() error {
+	if m == nil {
+		return nil
+	}
+	if m.Leader && m.Term == 0 {
+		return fieldErr("market.term", "must be positive for a leader")
+	}
+	if !m.Leader && m.Term != 0 {
+		return fieldErr("market.term", fmt.Sprintf("must be zero when not leader, got %d", m.Term))
+	}
+	if len(m.Ask) > MaxAskSize {
+		return fieldErr("market.ask", fmt.Sprintf("is %d bytes, longer than %d", len(m.Ask), MaxAskSize))
+	}
+	if len(m.Ask) > 0 && !m.Leader {
+		return fieldErr("market.ask", "only a leader publishes its region's ask")
+	}
+	return nil
+}
+
+func (m *MarketInfo) equal(o *MarketInfo) bool {
+	if m == nil || o == nil {
+		return m == o
+	}
+	return m.Leader == o.Leader && m.Term == o.Term && bytes.Equal(m.Ask, o.Ask)
+}
+
+func (m *MarketInfo) clone() *MarketInfo {
+	if m == nil {
+		return nil
+	}
+	c := *m
+	c.Ask = bytes.Clone(m.Ask)
+	return &c
 }
 
 // Record is a node's capacity as gossiped: its Capacity plus who, where,
@@ -121,6 +182,12 @@ type wireCoordinate struct {
 	Height     float64            `msgpack:"h"`
 }
 
+type wireMarket struct {
+	Leader bool   `msgpack:"l,omitempty"`
+	Term   uint64 `msgpack:"t,omitempty"`
+	Ask    []byte `msgpack:"a,omitempty"`
+}
+
 type wireForecast struct {
 	Horizon int64   `msgpack:"h"`
 	Demand  float64 `msgpack:"d"`
@@ -142,6 +209,7 @@ type wireRecord struct {
 	Queue       int64               `msgpack:"q"`
 	Demand      float64             `msgpack:"d"`
 	Forecast    *wireForecast       `msgpack:"fc,omitempty"`
+	Market      *wireMarket         `msgpack:"mk,omitempty"`
 	UpdatedAt   int64               `msgpack:"at"`
 	Coordinate  *wireCoordinate     `msgpack:"c,omitempty"`
 	Leaving     bool                `msgpack:"lv,omitempty"`
@@ -254,7 +322,7 @@ func (c Capacity) Validate() error {
 			return fieldErr("forecast.low", fmt.Sprintf("%v is above forecast.high %v", f.Low, f.High))
 		}
 	}
-	return nil
+	return c.Market.Validate()
 }
 
 func validateCoordinate(c *coordinate.Coordinate) error {
@@ -322,6 +390,9 @@ func EncodeRecord(r Record) ([]byte, error) {
 	if f := r.Forecast; f != nil {
 		w.Forecast = &wireForecast{Horizon: int64(f.Horizon), Demand: f.DemandPerHour, Low: f.Low, High: f.High}
 	}
+	if m := r.Market; m != nil {
+		w.Market = &wireMarket{Leader: m.Leader, Term: m.Term, Ask: m.Ask}
+	}
 	wc, err := toWireCoordinate(r.Coordinate)
 	if err != nil {
 		return nil, fmt.Errorf("encode record of %q: %w", r.Node, err)
@@ -372,6 +443,12 @@ func DecodeRecord(b []byte) (Record, error) {
 	}
 	if f := w.Forecast; f != nil {
 		r.Forecast = &Forecast{Horizon: time.Duration(f.Horizon), DemandPerHour: f.Demand, Low: f.Low, High: f.High}
+	}
+	if m := w.Market; m != nil {
+		r.Market = &MarketInfo{Leader: m.Leader, Term: m.Term, Ask: m.Ask}
+		if len(m.Ask) == 0 {
+			r.Market.Ask = nil
+		}
 	}
 	if err := r.Validate(); err != nil {
 		return Record{}, fmt.Errorf("decode record of %q: %w", w.Node, err)

@@ -492,7 +492,11 @@ func capacityEqual(a, b Capacity) bool {
 	if a.Forecast != nil && *a.Forecast != *b.Forecast {
 		return false
 	}
+	if !a.Market.equal(b.Market) {
+		return false
+	}
 	a.Forecast, b.Forecast = nil, nil
+	a.Market, b.Market = nil, nil
 	return a == b
 }
 
@@ -501,6 +505,7 @@ func cloneCapacity(c Capacity) Capacity {
 		f := *c.Forecast
 		c.Forecast = &f
 	}
+	c.Market = c.Market.clone()
 	return c
 }
 

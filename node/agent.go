@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -19,6 +20,7 @@ import (
 	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/gossip"
 	"github.com/meridian-mesh/meridian/node/api"
+	"github.com/meridian-mesh/meridian/node/loop"
 	"github.com/meridian-mesh/meridian/node/runner"
 	"github.com/meridian-mesh/meridian/placement"
 )
@@ -46,6 +48,7 @@ type Agent struct {
 
 	registry *prometheus.Registry
 	metrics  *agentMetrics
+	demand   atomic.Pointer[loop.Controller] // the leader's demand loop, for the API
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -108,6 +108,10 @@ type Tuning struct {
 	// KillGrace is how long an exec task has to exit after SIGTERM (default
 	// 5 s).
 	KillGrace time.Duration
+	// DemandInterval is the bucket of the leader's demand series and the
+	// period of its forecast → allocate-ahead step (default 5 min; it must
+	// divide a day).
+	DemandInterval time.Duration
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -125,6 +129,7 @@ func (t Tuning) withDefaults() Tuning {
 	def(&t.RequestTimeout, 10*time.Second)
 	def(&t.DeadServerTimeout, 30*time.Second)
 	def(&t.KillGrace, 5*time.Second)
+	def(&t.DemandInterval, 5*time.Minute)
 	if t.MaxAttempts <= 0 {
 		t.MaxAttempts = 3
 	}

@@ -82,8 +82,8 @@ func (a *Agent) jobStatus(l *consensus.Ledger, j consensus.Job) api.JobStatus {
 	} else if j.Remote != nil {
 		st.Region = j.Remote.Region
 		if tr, ok := l.Trade(j.Remote.AuctionID, j.Remote.ItemID); ok {
-			st.CostPerHour = tradeCost(tr)
-			st.AllocationID = tr.SellerAllocID
+			st.Node, st.AllocationID = tr.NodeID, tr.SellerAllocID
+			st.CostPerHour = a.tradeCost(tr)
 		}
 	}
 	if j.State.Terminal() {
@@ -104,10 +104,16 @@ func (a *Agent) jobStatus(l *consensus.Ledger, j consensus.Job) api.JobStatus {
 	return st
 }
 
-// tradeCost is what a traded placement costs per hour. A trade's price is
-// per node-hour of the seller's node; the buyer pays the share its demand
-// takes, which the seller priced in already, so the price is the cost.
-func tradeCost(tr consensus.Trade) float64 { return tr.PricePerHour }
+// tradeCost is what a traded placement costs per hour: the trade's price
+// is per node-hour of the seller's node, and the job pays the share of the
+// node its demand takes (the node's size comes from gossip; unknown, the
+// whole node-hour is counted).
+func (a *Agent) tradeCost(tr consensus.Trade) float64 {
+	if r, ok := a.gossip.Record(tr.NodeID); ok && r.Total.ComputePerHour > 0 {
+		return tr.PricePerHour * tr.Resources.ComputePerHour / r.Total.ComputePerHour
+	}
+	return tr.PricePerHour
+}
 
 // allocState maps a ledger allocation to the API's state. A live
 // allocation is running once its node reported the task started (the job
@@ -183,6 +189,7 @@ func (a *Agent) trades(l *consensus.Ledger) []api.Trade {
 			JobID:        tr.JobID,
 			BuyerRegion:  l.Region(),
 			SellerRegion: tr.SellerRegion,
+			Node:         tr.NodeID,
 			State:        tradeState(tr.State),
 			Resources:    tr.Resources,
 			PricePerHour: tr.PricePerHour,
@@ -244,9 +251,9 @@ func tradeState(s consensus.TradeState) api.TradeState {
 	switch s {
 	case consensus.TradeAwarded, consensus.TradeInDoubt:
 		return api.TradeAwarded
-	case consensus.TradeAcked:
+	case consensus.TradeAcked, consensus.TradeEnded:
 		return api.TradeCommitted
-	case consensus.TradeCancelled:
+	case consensus.TradeCancelled, consensus.TradeFailed, consensus.TradeAbandoned, consensus.TradeSettled:
 		return api.TradeAborted
 	}
 	return api.TradeOpen

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/gossip"
+	"github.com/meridian-mesh/meridian/node/loop"
 	"github.com/meridian-mesh/meridian/placement"
 )
 
@@ -38,12 +39,20 @@ func (a *Agent) leaderDuties(ctx context.Context) {
 		}
 	}
 	a.log.Info("leading region")
+	demand := a.startDemandLoop(time.Now())
+	defer a.demand.Store(nil)
 	place := time.NewTicker(a.cfg.Tuning.PlaceInterval)
 	defer place.Stop()
 	sync := time.NewTicker(a.cfg.Tuning.SyncInterval)
 	defer sync.Stop()
+	interval := 5 * time.Minute
+	if demand != nil {
+		interval = demand.c.Config().Interval
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
 	a.syncNodes(ctx)
-	a.placePending(ctx)
+	a.placePending(ctx, demand)
 	for {
 		select {
 		case <-ctx.Done():
@@ -53,10 +62,13 @@ func (a *Agent) leaderDuties(ctx context.Context) {
 			a.syncNodes(ctx)
 		case <-sync.C:
 			a.syncNodes(ctx)
+			demand.forget(a.server.Ledger())
 		case <-a.placePoke:
-			a.placePending(ctx)
+			a.placePending(ctx, demand)
 		case <-place.C:
-			a.placePending(ctx)
+			a.placePending(ctx, demand)
+		case <-tick.C:
+			demand.tick(ctx, a, time.Now())
 		}
 	}
 }
@@ -216,7 +228,7 @@ func (a *Agent) notifyRemoteStops(ctx context.Context, allocs []consensus.Alloca
 // ready nodes in one batch, committed in the ledger, and the rest offered
 // to the market (or left pending with the reason). It runs on the leader's
 // duty goroutine only, so two passes never race for the same capacity.
-func (a *Agent) placePending(ctx context.Context) {
+func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	l := a.server.Ledger()
 	var pending []consensus.Job
 	for _, j := range l.Jobs() {
@@ -307,6 +319,25 @@ func (a *Agent) placePending(ctx context.Context) {
 		a.reasons[id] = r
 	}
 	a.mu.Unlock()
+	traded := map[string]bool{}
+	for _, j := range toTrade {
+		traded[j.ID] = true
+	}
+	placed := map[string]bool{}
+	for _, p := range plan.Placements {
+		if _, failed := reasons[p.JobID]; !failed {
+			placed[p.JobID] = true
+		}
+	}
+	demand.admit(a, pending, func(id string) loop.Outcome {
+		switch {
+		case placed[id]:
+			return loop.OutcomeLocal
+		case traded[id]:
+			return loop.OutcomeTraded
+		}
+		return loop.OutcomeUnplaced
+	})
 	if len(toTrade) > 0 {
 		slices.SortFunc(toTrade, func(x, y consensus.Job) int { return cmp.Compare(x.ID, y.ID) })
 		if err := a.desk.Trade(ctx, toTrade); err != nil && ctx.Err() == nil {

@@ -445,6 +445,10 @@ func (a *Agent) Regions(ctx context.Context) (api.RegionsView, error) {
 		}
 		if s.Region == a.cfg.Region {
 			rs.Leader = leaderName
+			if c := a.demand.Load(); c != nil {
+				v := c.View(time.Now())
+				rs.Forecast, rs.Adjustments = v.Forecast, v.Adjustments
+			}
 		}
 		view.Regions = append(view.Regions, rs)
 		row := map[string]float64{}

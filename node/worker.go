@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -72,6 +73,11 @@ type workAlloc struct {
 	Resources placement.Resources `json:"resources"`
 	Duration  time.Duration       `json:"duration"`
 	Task      *consensus.TaskSpec `json:"task,omitempty"`
+	// Reservation marks capacity sold as a lease: held, not run. Jobs
+	// drawn on it (InLease) are run, and count against the lease, not
+	// again against the node.
+	Reservation bool `json:"reservation,omitempty"`
+	InLease     bool `json:"in_lease,omitempty"`
 }
 
 // nodeWork lists a node's live allocations from the ledger l.
@@ -81,7 +87,7 @@ func nodeWork(l *consensus.Ledger, node string) []workAlloc {
 		if !al.Live() {
 			continue
 		}
-		w := workAlloc{ID: al.ID, JobID: al.JobID, JobRegion: al.JobRegion, Epoch: al.Epoch,
+		w := workAlloc{Reservation: al.Kind.IsLease(), InLease: al.InLease != "",ID: al.ID, JobID: al.JobID, JobRegion: al.JobRegion, Epoch: al.Epoch,
 			Resources: al.Resources, Duration: al.Duration, Task: al.Task}
 		if al.JobRegion == l.Region() {
 			if j, ok := l.Job(al.JobID); ok {
@@ -154,8 +160,12 @@ func (a *Agent) reconcileTasks(work []workAlloc, finished map[string]bool) {
 	live := make(map[string]workAlloc, len(work))
 	var used placement.Resources
 	for _, w := range work {
-		live[w.ID] = w
-		used = used.Add(w.Resources)
+		if !w.InLease {
+			used = used.Add(w.Resources)
+		}
+		if !w.Reservation {
+			live[w.ID] = w
+		}
 	}
 	a.mu.Lock()
 	a.lastUsed = used
@@ -276,12 +286,21 @@ func (a *Agent) capacityLoop() {
 	var lastAt time.Time
 	t := time.NewTicker(a.cfg.Tuning.CapacityInterval)
 	defer t.Stop()
+	var advChanged <-chan struct{}
+	if adv, ok := a.desk.(advertiser); ok {
+		advChanged = adv.AdvertisementChanged()
+	}
+	urgent := false
 	for {
 		c := a.currentCapacity()
 		a.mu.Lock()
 		leaving := a.left
 		a.mu.Unlock()
-		if !leaving && (!published || !capacityEqual(c, last)) && time.Since(lastAt) >= a.cfg.Tuning.CapacityInterval {
+		// A change of market leadership goes out at once: other regions
+		// find this region's leader, and trust its messages, only from it.
+		due := urgent || time.Since(lastAt) >= a.cfg.Tuning.CapacityInterval
+		urgent = false
+		if !leaving && (!published || !capacityEqual(c, last)) && due {
 			if _, err := a.gossip.SetCapacity(c); err != nil {
 				a.log.Warn("could not publish capacity", "err", err)
 			} else {
@@ -292,6 +311,8 @@ func (a *Agent) capacityLoop() {
 		case <-a.ctx.Done():
 			return
 		case <-t.C:
+		case <-advChanged:
+			urgent = true
 		case <-a.capPoke:
 			if !published {
 				continue
@@ -309,6 +330,10 @@ func (a *Agent) capacityLoop() {
 func (a *Agent) currentCapacity() gossip.Capacity {
 	total := a.cfg.Resources
 	c := gossip.Capacity{Total: total, Free: total, PricePerHour: a.cfg.PricePerHour, GPUType: a.cfg.GPUType}
+	if adv, ok := a.desk.(advertiser); ok {
+		info := adv.Advertisement()
+		c.Market = &info
+	}
 	if total.IsZero() {
 		c.PricePerHour, c.GPUType = 0, ""
 		return c
@@ -343,5 +368,20 @@ func clampRes(r placement.Resources) placement.Resources {
 
 func capacityEqual(x, y gossip.Capacity) bool {
 	return x.Total == y.Total && x.Free == y.Free && x.PricePerHour == y.PricePerHour &&
-		x.GPUType == y.GPUType && x.Utilization == y.Utilization && x.QueueLength == y.QueueLength
+		x.GPUType == y.GPUType && x.Utilization == y.Utilization && x.QueueLength == y.QueueLength &&
+		marketEqual(x.Market, y.Market)
+}
+
+func marketEqual(x, y *gossip.MarketInfo) bool {
+	if x == nil || y == nil {
+		return x == y
+	}
+	return x.Leader == y.Leader && x.Term == y.Term && bytes.Equal(x.Ask, y.Ask)
+}
+
+// advertiser is what the market publishes through the node's gossip
+// record: its leadership, term and ask.
+type advertiser interface {
+	Advertisement() gossip.MarketInfo
+	AdvertisementChanged() <-chan struct{}
 }

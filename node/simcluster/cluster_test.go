@@ -264,3 +264,113 @@ func TestGracefulLeaveHandsOverWork(t *testing.T) {
 		}
 	})
 }
+
+// TestDemandLoopSurvivesLeaderChange: the region leader forecasts its
+// demand (shown on /v1/regions) and a new leader rebuilds the series from
+// the ledger instead of starting over.
+func TestDemandLoopSurvivesLeaderChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		topo, err := netsim.WorldTopology().Subset("us-west-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		capacity := func(region string, ordinal int) simcluster.NodeCapacity {
+			return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 10000}, PricePerHour: 20}
+		}
+		c := startCluster(t, ctx, simcluster.Config{Topology: topo, Servers: 3, Workers: 0, Seed: 5, Capacity: capacity,
+			Tuning: node.Tuning{DemandInterval: 5 * time.Minute}})
+		defer closeCluster(t, c)
+		entry, _ := c.Agent("us-west-2-0")
+		forecastOf := func(a *node.Agent) (*api.RegionForecast, error) {
+			v, err := a.Regions(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range v.Regions {
+				if r.Region == "us-west-2" && r.Forecast != nil {
+					return r.Forecast, nil
+				}
+			}
+			return nil, fmt.Errorf("no forecast yet")
+		}
+		for i := range 65 {
+			if _, _, err := entry.SubmitJob(ctx, job(fmt.Sprintf("req-%03d", i), "us-west-2", float64(100+10*(i%7)), 3*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Minute)
+		}
+		leader, ok := c.Leader("us-west-2")
+		if !ok {
+			t.Fatal("no leader")
+		}
+		f, err := forecastOf(leader)
+		if err != nil {
+			t.Fatalf("after 65 minutes of demand: %v", err)
+		}
+		if f.ObservedComputePerHour <= 0 || f.ComputePerHour <= 0 {
+			t.Errorf("forecast %+v: want observed and forecast demand", f)
+		}
+		if err := c.Crash(leader.Name()); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "new leader with the rebuilt forecast", 6*time.Minute, func() error {
+			l, ok := c.Leader("us-west-2")
+			if !ok || l.Name() == leader.Name() {
+				return fmt.Errorf("no new leader")
+			}
+			_, err := forecastOf(l)
+			return err
+		})
+	})
+}
+
+// TestTradeAcrossRegions: a region that cannot hold a job buys capacity in
+// another region through the auction; the job runs there, completes, and
+// its home ledger says so. Both regions list the trade.
+func TestTradeAcrossRegions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		capacity := func(region string, ordinal int) simcluster.NodeCapacity {
+			switch {
+			case ordinal == 0:
+				return simcluster.NodeCapacity{}
+			case region == "us-east-1":
+				return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 100}, PricePerHour: 10}
+			case region == "eu-west-1":
+				return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 2000}, PricePerHour: 30}
+			}
+			return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 2000}, PricePerHour: 90}
+		}
+		c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: 11,
+			Capacity: capacity, Market: true})
+		defer closeCluster(t, c)
+		home, _ := c.Agent("us-east-1-0")
+		if _, _, err := home.SubmitJob(ctx, job("big-1", "us-east-1", 500, 2*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "job traded", 2*time.Minute, func() error {
+			st, err := home.Job(ctx, "big-1")
+			if err == nil && (st.State != api.JobTraded && st.State != api.JobRunning || st.Region != "eu-west-1") {
+				err = fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
+			}
+			return err
+		})
+		trades, err := home.Trades(ctx)
+		if err != nil || len(trades) == 0 || trades[0].SellerRegion != "eu-west-1" {
+			t.Fatalf("buyer's trades: %+v %v", trades, err)
+		}
+		seller, _ := c.Agent("eu-west-1-0")
+		sold, err := seller.Trades(ctx)
+		if err != nil || len(sold) == 0 || sold[0].BuyerRegion != "us-east-1" {
+			t.Fatalf("seller's trades: %+v %v", sold, err)
+		}
+		waitFor(t, "traded job completes at home", 5*time.Minute, func() error {
+			st, err := home.Job(ctx, "big-1")
+			if err == nil && st.State != api.JobCompleted {
+				err = fmt.Errorf("state %s (%s)", st.State, st.Reason)
+			}
+			return err
+		})
+	})
+}

@@ -117,10 +117,13 @@ type WinnerParams struct {
 // meets the item's SLO, and its compute covers the demand; and, for the
 // market, when its escrow lives at least p.MinEscrowLeft longer. Feasible
 // offers are scored by placement's scorer (E = C·D/c minus the RTT penalty
-// by default) and ordered by score, highest first, scores within a relative
-// 1e-9 being equal; equal scores go to the lower price, then the seller
-// region, then the node name. The result depends only on the inputs, not on
-// their order. Outcomes follow the order of items.
+// by default) and ordered exactly as placement orders nodes: by score,
+// highest first, scores within a relative 1e-9 being equal; equal scores go
+// to the larger compute offered, then the lower price, then the offer's
+// name "seller/node" in byte order. A job therefore meets the same
+// tie-break whether it is placed at home or bought abroad. The result
+// depends only on the inputs, not on their order. Outcomes follow the order
+// of items.
 func DetermineWinners(items []Item, offers []Offer, p WinnerParams) ([]Outcome, error) {
 	cfg := DefaultScoreConfig
 	if p.Score != nil {
@@ -203,10 +206,14 @@ func DetermineWinners(items []Item, offers []Offer, p WinnerParams) ([]Outcome, 
 	return out, nil
 }
 
-// orderRanked orders offers by score, highest first; scores within a
-// relative 1e-9 of the first of their group are equal and ordered by price,
-// then seller, then node (grouping from the top keeps the order strict
-// although "equal within a tolerance" is not transitive).
+// orderRanked orders offers by placement's rule (see the placement package
+// documentation, "Tie-break"): score, highest first; scores within a
+// relative 1e-9 of the first of their group are equal and ordered by larger
+// compute, then lower price, then the offer's name seller/node in byte
+// order, the node ID placement ranked it under (grouping from the top keeps
+// the order strict although "equal within a tolerance" is not transitive).
+// placement's Rank already returns this order; sorting again keeps the
+// market's result independent of how placement breaks ties internally.
 func orderRanked(r []RankedOffer) {
 	slices.SortStableFunc(r, func(a, b RankedOffer) int { return cmp.Compare(b.Score, a.Score) })
 	for i := 0; i < len(r); {
@@ -215,13 +222,13 @@ func orderRanked(r []RankedOffer) {
 			j++
 		}
 		slices.SortFunc(r[i:j], func(a, b RankedOffer) int {
+			if c := cmp.Compare(b.Bid.Compute, a.Bid.Compute); c != 0 {
+				return c
+			}
 			if c := cmp.Compare(a.Bid.Price, b.Bid.Price); c != 0 {
 				return c
 			}
-			if c := cmp.Compare(a.Seller, b.Seller); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.Bid.Node, b.Bid.Node)
+			return cmp.Compare(a.Seller+"/"+a.Bid.Node, b.Seller+"/"+b.Bid.Node)
 		})
 		i = j
 	}

@@ -49,10 +49,13 @@ func TestWorkedExampleAsOffers(t *testing.T) {
 	if len(scores) != 3 || scores[0] != 20 || scores[1] != 20 || scores[2] != 18.75 {
 		t.Errorf("scores = %v, want [20 20 18.75]", scores)
 	}
-	// At equal efficiency the market prefers the cheaper offer (node3);
-	// local placement would prefer the larger node (node1).
-	if o.Winner.Bid.Node != "node3" || o.Paid != 500 {
-		t.Errorf("winner %s paid %v, want node3 at 500", o.Winner.Bid.Node, o.Paid)
+	// At equal efficiency the larger offer wins, as in local placement:
+	// node1 (200 tasks/h) over node3 (100 tasks/h).
+	if o.Winner.Bid.Node != "node1" || o.Paid != 1000 {
+		t.Errorf("winner %s paid %v, want node1 at 1000", o.Winner.Bid.Node, o.Paid)
+	}
+	if o.Ranked[1].Bid.Node != "node3" || o.Ranked[2].Bid.Node != "node2" {
+		t.Errorf("ranking = %s, %s, %s; want node1, node3, node2", o.Ranked[0].Bid.Node, o.Ranked[1].Bid.Node, o.Ranked[2].Bid.Node)
 	}
 }
 
@@ -157,8 +160,57 @@ func TestWinnersIndependentOfOfferOrder(t *testing.T) {
 			t.Errorf("rotation %d: winner %+v paid %v, want %+v paid %v", i, got.Winner, got.Paid, want.Winner, want.Paid)
 		}
 	}
-	if want.Winner.Seller != "c" {
-		t.Errorf("winner %s, want c (ties at 20 go to the lower price, then the region name)", want.Winner.Seller)
+	if want.Winner.Seller != "a" {
+		t.Errorf("winner %s, want a (ties at 20 go to the larger compute)", want.Winner.Seller)
+	}
+}
+
+// TestTieBreakMatchesPlacement checks that the market breaks ties exactly as
+// placement's pipeline ranks nodes: score within 1e-9, then larger compute,
+// then lower price, then the name seller/node in byte order.
+func TestTieBreakMatchesPlacement(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		offers []Offer
+		want   []string // seller/node, best first
+	}{
+		{"larger compute first", []Offer{offer("a", "n", 100, 500), offer("b", "n", 200, 1000)}, []string{"b/n", "a/n"}},
+		{"then lower price", []Offer{
+			// Equal within 1e-9: 100·100/500 = 20 and 100·100/(500·(1+1e-12)).
+			offer("a", "n", 100, 500*(1+1e-12)), offer("b", "n", 100, 500)}, []string{"b/n", "a/n"}},
+		{"then the name in byte order", []Offer{offer("us", "n", 100, 500), offer("us-east", "n", 100, 500)}, []string{"us-east/n", "us/n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := decide1(t, jobItem(100), tc.offers, params(FirstPrice))
+			var got []string
+			for _, r := range o.Ranked {
+				got = append(got, r.Seller+"/"+r.Bid.Node)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("ranking = %v; want %v", got, tc.want)
+			}
+			// placement ranks the same offers, as nodes, the same way.
+			var nodes []placement.Node
+			for _, of := range tc.offers {
+				r := placement.Resources{ComputePerHour: of.Bid.Compute, StorageGB: 1}
+				nodes = append(nodes, placement.Node{ID: of.Seller + "/" + of.Bid.Node, Region: of.Seller, Total: r, Free: r, PricePerHour: of.Bid.Price})
+			}
+			pipe, err := placement.NewPipeline(placement.Config{Score: DefaultScoreConfig})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec, err := pipe.Rank(jobItem(100).Job, nodes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pl []string
+			for _, c := range dec.Ranked() {
+				pl = append(pl, c.NodeID)
+			}
+			if strings.Join(pl, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("placement ranks %v; the market %v", pl, got)
+			}
+		})
 	}
 }
 
