@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -567,4 +568,28 @@ func cloneRecord(r Record) Record {
 		r.Coordinate = r.Coordinate.Clone()
 	}
 	return r
+}
+
+// Ping probes a member directly now and records the RTT as a probe of
+// memberlist's own would (the smoothed RTT that RTT returns). A region
+// leader uses it to measure its own region at once: memberlist's probes
+// visit members in random order, and network coordinates are poor at the
+// short distances within a region.
+func (a *Agent) Ping(name string) (time.Duration, error) {
+	var addr net.Addr
+	for _, n := range a.ml.Members() {
+		if n.Name == name {
+			addr = &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}
+			break
+		}
+	}
+	if addr == nil {
+		return 0, fmt.Errorf("gossip: ping %q: not a member", name)
+	}
+	rtt, err := a.ml.Ping(name, addr)
+	if err != nil {
+		return 0, fmt.Errorf("gossip: ping %q: %w", name, err)
+	}
+	a.view.pingComplete(name, rtt, nil)
+	return rtt, nil
 }

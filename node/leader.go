@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/gossip"
 	"github.com/meridian-mesh/meridian/node/loop"
 	"github.com/meridian-mesh/meridian/placement"
+	"github.com/meridian-mesh/meridian/placement/auction"
 )
 
 // maxCommandsPerProposal keeps a batch of placements well inside one Raft
@@ -39,12 +42,19 @@ func (a *Agent) leaderDuties(ctx context.Context) {
 		}
 	}
 	a.log.Info("leading region")
+	var measuring sync.WaitGroup
+	defer measuring.Wait()
+	measuring.Add(1)
+	go func() {
+		defer measuring.Done()
+		a.measureRegion(ctx)
+	}()
 	demand := a.startDemandLoop(time.Now())
 	defer a.demand.Store(nil)
 	place := time.NewTicker(a.cfg.Tuning.PlaceInterval)
 	defer place.Stop()
-	sync := time.NewTicker(a.cfg.Tuning.SyncInterval)
-	defer sync.Stop()
+	syncT := time.NewTicker(a.cfg.Tuning.SyncInterval)
+	defer syncT.Stop()
 	interval := 5 * time.Minute
 	if demand != nil {
 		interval = demand.c.Config().Interval
@@ -60,7 +70,7 @@ func (a *Agent) leaderDuties(ctx context.Context) {
 			return
 		case <-a.syncPoke:
 			a.syncNodes(ctx)
-		case <-sync.C:
+		case <-syncT.C:
 			a.syncNodes(ctx)
 			demand.forget(a.server.Ledger())
 		case <-a.placePoke:
@@ -341,7 +351,13 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	if len(toTrade) > 0 {
 		slices.SortFunc(toTrade, func(x, y consensus.Job) int { return cmp.Compare(x.ID, y.ID) })
 		if err := a.desk.Trade(ctx, toTrade); err != nil && ctx.Err() == nil {
-			a.log.Warn("market did not take the jobs", "jobs", len(toTrade), "err", err)
+			level := slog.LevelWarn
+			if errors.Is(err, auction.ErrNoSellers) {
+				// An ordinary outcome: no region has room within the
+				// jobs' SLO. The jobs wait, with the reason on them.
+				level = slog.LevelDebug
+			}
+			a.log.Log(ctx, level, "market did not take the jobs", "jobs", len(toTrade), "err", err)
 		}
 	}
 	a.releaseWaiters()
@@ -376,6 +392,25 @@ type regionRTT struct {
 }
 
 func (r regionRTT) RegionRTT(from, to string) (time.Duration, bool) {
+	if from == to && from == r.region {
+		// Network coordinates are poor at short distances: the height
+		// each node carries for its access link dominates a distance of a
+		// millisecond or two. Within its own region a node has measured
+		// its peers directly, so it uses the median of those.
+		var rtts []time.Duration
+		for _, m := range r.g.Members() {
+			if m.Region != r.region || m.State != gossip.StateAlive {
+				continue
+			}
+			if d, ok := r.g.RTT(m.Name); ok {
+				rtts = append(rtts, d)
+			}
+		}
+		if len(rtts) > 0 {
+			slices.Sort(rtts)
+			return rtts[len(rtts)/2], true
+		}
+	}
 	d, ok := r.g.RegionRTT(from, to)
 	if !ok && from == to {
 		return 0, true
@@ -435,4 +470,26 @@ func (a *Agent) applyReport(ctx context.Context, rep taskReport) error {
 		poke(a.placePoke)
 	}
 	return nil
+}
+
+// measureRegion probes the region's members directly, at once and then
+// every minute: the latency SLO of a job whose users are in this region is
+// judged against these RTTs (see regionRTT).
+func (a *Agent) measureRegion(ctx context.Context) {
+	for {
+		for _, m := range a.gossip.Members() {
+			if ctx.Err() != nil {
+				return
+			}
+			if m.Region != a.cfg.Region || m.Name == a.cfg.Name || m.State != gossip.StateAlive {
+				continue
+			}
+			if _, err := a.gossip.Ping(m.Name); err != nil {
+				a.log.Debug("region probe failed", "member", m.Name, "err", err)
+			}
+		}
+		if !sleepCtx(ctx, time.Minute) {
+			return
+		}
+	}
 }

@@ -87,7 +87,7 @@ func nodeWork(l *consensus.Ledger, node string) []workAlloc {
 		if !al.Live() {
 			continue
 		}
-		w := workAlloc{Reservation: al.Kind.IsLease(), InLease: al.InLease != "",ID: al.ID, JobID: al.JobID, JobRegion: al.JobRegion, Epoch: al.Epoch,
+		w := workAlloc{Reservation: al.Kind.IsLease(), InLease: al.InLease != "", ID: al.ID, JobID: al.JobID, JobRegion: al.JobRegion, Epoch: al.Epoch,
 			Resources: al.Resources, Duration: al.Duration, Task: al.Task}
 		if al.JobRegion == l.Region() {
 			if j, ok := l.Job(al.JobID); ok {
