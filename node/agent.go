@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-mesh/meridian/consensus"
@@ -160,7 +161,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			BootstrapExpect:   cfg.BootstrapExpect,
 			MaxVoters:         cfg.MaxVoters,
 			DeadServerTimeout: cfg.Tuning.DeadServerTimeout,
-			Logger:            a.log,
+			Logger:            cfg.Logger, // it names its region and server itself
 			RaftLogLevel:      cfg.RaftLogLevel,
 		})
 		if err != nil {
@@ -175,8 +176,11 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			}
 			cleanup = append(cleanup, func() { a.host.Close() })
 			peerID = a.host.ID().String()
-			if addrs := a.host.Addrs(); len(addrs) > 0 {
-				p2pAddr = addrs[0].String()
+			p2pAddr = advertisedP2PAddr(a.host)
+			if adv, err := cfg.Network.p2pAdvertise(); err != nil {
+				return nil, fmt.Errorf("node: %w", err)
+			} else if adv != "" {
+				p2pAddr = adv
 			}
 		}
 	}
@@ -192,7 +196,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		Version:           cfg.Version,
 		SecretKey:         cfg.GossipKey,
 		DisableEncryption: cfg.GossipKey == nil,
-		Logger:            a.log,
+		Logger:            cfg.Logger, // it names its node and region itself
 		Rand:              rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6d6572696469616e)),
 	}
 	if err := cfg.Network.configureGossip(&gcfg); err != nil {
@@ -324,12 +328,15 @@ func (a *Agent) Leave(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("leave raft: %w", err))
 		}
 	}
+	// As serf does, wait a few seconds at most for the leave to spread:
+	// when the whole mesh stops at once there is nobody left to hear it,
+	// and the departure is then noticed as a failure instead.
 	timeout := 5 * time.Second
 	if d, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(d), time.Second)
+		timeout = min(timeout, max(time.Until(d), time.Second))
 	}
 	if err := a.gossip.Leave(timeout); err != nil {
-		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+		a.log.Warn("leave not confirmed by the mesh; peers will see this node fail instead", "err", err)
 	}
 	if err := a.Close(); err != nil {
 		errs = append(errs, err)
@@ -495,3 +502,18 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // errNotServing is returned by calls on a closed agent.
 var errNotServing = fmt.Errorf("node is shutting down: %w", api.ErrUnavailable)
+
+// advertisedP2PAddr picks the libp2p address other regions dial: a host
+// bound to every interface lists one per interface, loopback first.
+func advertisedP2PAddr(h host.Host) string {
+	addrs := h.Addrs()
+	for _, m := range addrs {
+		if ip, err := manet.ToIP(m); err == nil && !ip.IsLoopback() {
+			return m.String()
+		}
+	}
+	if len(addrs) > 0 {
+		return addrs[0].String()
+	}
+	return ""
+}

@@ -158,7 +158,11 @@ func (a *Agent) syncNodes(ctx context.Context) {
 			if n.Total != r.Total || n.PricePerHour != r.PricePerHour || n.GPUType != r.GPUType {
 				cmds = append(cmds, consensus.UpdateNode{ID: name, Total: r.Total, PricePerHour: r.PricePerHour, GPUType: r.GPUType})
 			}
-			if n.State != consensus.NodeReady {
+			// A draining node comes back only on a record issued after
+			// it drained: a new leader may still hold the record the
+			// node published before it withdrew its capacity.
+			back := n.State == consensus.NodeDown || n.State == consensus.NodeDraining && r.UpdatedAt.After(n.Updated)
+			if back {
 				cmds = append(cmds, consensus.SetNodeState{ID: name, State: consensus.NodeReady, Reason: "gossip reports the node alive"})
 			}
 		}

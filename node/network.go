@@ -36,6 +36,9 @@ type Network interface {
 	listenHTTP() (net.Listener, string, error)
 	// dial connects to another node's HTTP API.
 	dial(ctx context.Context, network, addr string) (net.Conn, error)
+	// p2pAdvertise is the libp2p multiaddr to publish instead of the
+	// host's own, or "".
+	p2pAdvertise() (string, error)
 }
 
 // Ports a netsim node binds on its endpoint. They match the real defaults so
@@ -97,6 +100,8 @@ func (n netsimNetwork) listenHTTP() (net.Listener, string, error) {
 func (n netsimNetwork) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	return n.ep.Dial(ctx, addr)
 }
+
+func (netsimNetwork) p2pAdvertise() (string, error) { return "", nil }
 
 // TCPConfig is where a real agent binds and what it advertises. Bind
 // addresses are "host:port"; an advertise address left empty is derived from
@@ -170,14 +175,66 @@ func advertised(field string, bound net.Addr, adv string) (string, error) {
 		return adv, nil
 	}
 	ta, ok := bound.(*net.TCPAddr)
-	if !ok || ta.IP == nil || ta.IP.IsUnspecified() {
+	if !ok || ta.IP == nil {
 		return "", fmt.Errorf("%s is bound to %s, which other nodes cannot dial: set its advertise address", field, bound)
+	}
+	if ta.IP.IsUnspecified() {
+		// Bound to every interface: advertise the machine's private
+		// address, as memberlist does for gossip (and Consul for RPC).
+		return net.JoinHostPort(privateIP().String(), strconv.Itoa(ta.Port)), nil
 	}
 	return ta.String(), nil
 }
 
+// privateIP is the address a node bound to every interface advertises: the
+// first private IPv4 address of an interface that is up, else any
+// non-loopback IPv4 address, else the loopback address (a one-machine
+// cluster).
+func privateIP() net.IP {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return net.IPv4(127, 0, 0, 1)
+	}
+	var public net.IP
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			if ipn.IP.IsPrivate() {
+				return ipn.IP.To4()
+			}
+			if public == nil {
+				public = ipn.IP.To4()
+			}
+		}
+	}
+	if public != nil {
+		return public
+	}
+	return net.IPv4(127, 0, 0, 1)
+}
+
 func (n tcpNetwork) raftLayer() (raft.StreamLayer, error) {
-	return consensus.NewTCPStreamLayer(n.cfg.RaftBind, n.cfg.RaftAdvertise)
+	adv := n.cfg.RaftAdvertise
+	if adv == "" {
+		h, p, err := splitAddr("raft bind address", n.cfg.RaftBind)
+		if err != nil {
+			return nil, err
+		}
+		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
+			adv = net.JoinHostPort(privateIP().String(), strconv.Itoa(p))
+		}
+	}
+	return consensus.NewTCPStreamLayer(n.cfg.RaftBind, adv)
 }
 
 func (n tcpNetwork) p2pHost(dataDir string) (host.Host, error) {
@@ -214,6 +271,24 @@ func (n tcpNetwork) listenHTTP() (net.Listener, string, error) {
 		return nil, "", err
 	}
 	return ln, adv, nil
+}
+
+func (n tcpNetwork) p2pAdvertise() (string, error) {
+	if n.cfg.P2PAdvertise == "" {
+		return "", nil
+	}
+	h, p, err := splitAddr("p2p advertise address", n.cfg.P2PAdvertise)
+	if err != nil {
+		return "", err
+	}
+	ip := net.ParseIP(h)
+	if ip == nil || ip.IsUnspecified() {
+		return "", fmt.Errorf("p2p advertise address %q: the host must be an IP address other nodes can dial", n.cfg.P2PAdvertise)
+	}
+	if ip.To4() != nil {
+		return fmt.Sprintf("/ip4/%s/tcp/%d", ip, p), nil
+	}
+	return fmt.Sprintf("/ip6/%s/tcp/%d", ip, p), nil
 }
 
 func (n tcpNetwork) dial(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -380,7 +380,7 @@ func (a *Agent) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 	}
 	var out []api.NodeStatus
 	for _, m := range a.gossip.Members() {
-		ns := api.NodeStatus{Name: m.Name, Region: m.Region, Addr: m.Address(), State: memberState(m.State),
+		ns := api.NodeStatus{Name: m.Name, Region: m.Region, Addr: m.HTTPAddr, State: memberState(m.State),
 			UpdatedAt: m.Since}
 		if r, ok := records[m.Name]; ok {
 			ns.Total, ns.Free, ns.PricePerHour, ns.GPUType = r.Total, r.Free, r.PricePerHour, r.GPUType

@@ -304,7 +304,7 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	batching := simcluster.Batching{
 		Block:         time.Duration(float64(realBlock) * o.speed),
 		RealDuration:  realBlock,
-		MaxJobCompute: regionCapacity / float64(max(capNodes, 1)) / 4,
+		MaxJobCompute: regionCapacity / float64(max(capNodes, 1)) / 8,
 	}
 	probe, err := workload.NewGenerator(wcfg, rand.New(rand.NewPCG(uint64(o.seed), 1)))
 	if err != nil {

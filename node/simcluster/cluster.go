@@ -95,11 +95,8 @@ type Cluster struct {
 // Start starts every node of every region and returns once all are
 // started (not yet joined: see WaitReady).
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
-	if cfg.Servers == 0 {
-		cfg.Servers = 3
-	}
-	if cfg.Workers == 0 && cfg.Servers == 3 {
-		cfg.Workers = 2
+	if cfg.Servers == 0 && cfg.Workers == 0 {
+		cfg.Servers, cfg.Workers = 3, 2
 	}
 	switch {
 	case cfg.Servers < 1 || cfg.Servers > 5:

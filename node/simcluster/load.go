@@ -50,10 +50,13 @@ func (b Batching) Validate() error {
 type batchKey struct {
 	origin string
 	class  workload.SLOClass
+	capped bool // the requests carry a price limit
 }
 
 // Batch turns the arrivals of one block into job specs, in a deterministic
-// order (origin, class, part). IDs are prefix-origin-class-blockIndex-part.
+// order (origin, class, price limit, part): requests with a price limit are
+// batched apart from those without, so one limit does not bind the whole
+// batch. IDs are prefix-origin-class[-capped]-blockIndex-part.
 func (b Batching) Batch(arrivals []workload.Arrival, blockIndex int, prefix string) []api.JobSpec {
 	type acc struct {
 		compute, storage, bandwidth float64
@@ -64,7 +67,7 @@ func (b Batching) Batch(arrivals []workload.Arrival, blockIndex int, prefix stri
 	sums := map[batchKey]*acc{}
 	block := b.Block.Seconds()
 	for _, a := range arrivals {
-		k := batchKey{a.Job.OriginRegion, a.Class}
+		k := batchKey{a.Job.OriginRegion, a.Class, a.Job.MaxPricePerHour > 0}
 		s := sums[k]
 		if s == nil {
 			s = &acc{}
@@ -92,7 +95,16 @@ func (b Batching) Batch(arrivals []workload.Arrival, blockIndex int, prefix stri
 		if c := strings.Compare(x.origin, y.origin); c != 0 {
 			return c
 		}
-		return strings.Compare(string(x.class), string(y.class))
+		if c := strings.Compare(string(x.class), string(y.class)); c != 0 {
+			return c
+		}
+		if x.capped != y.capped {
+			if x.capped {
+				return 1
+			}
+			return -1
+		}
+		return 0
 	})
 	var out []api.JobSpec
 	for _, k := range keys {
@@ -104,7 +116,7 @@ func (b Batching) Batch(arrivals []workload.Arrival, blockIndex int, prefix stri
 		parts := int(math.Ceil(total / b.MaxJobCompute))
 		for p := range parts {
 			spec := api.JobSpec{
-				ID:              fmt.Sprintf("%s-%s-%s-%d-%d", prefix, k.origin, k.class, blockIndex, p),
+				ID:              fmt.Sprintf("%s-%s-%s%s-%d-%d", prefix, k.origin, k.class, map[bool]string{true: "-capped"}[k.capped], blockIndex, p),
 				OriginRegion:    k.origin,
 				LatencySLOMs:    int64(math.Ceil(float64(s.slo) / float64(time.Millisecond))),
 				MaxPricePerHour: s.maxPrice,

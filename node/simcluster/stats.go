@@ -22,7 +22,8 @@ type RegionStats struct {
 	CostPerHour float64 `json:"cost_per_hour"`
 	// Placed counts jobs that got a placement (local or traded), and
 	// SLOMet those whose serving region is within their latency SLO.
-	Placed, SLOMet int
+	Placed int `json:"placed"`
+	SLOMet int `json:"slo_met"`
 	// Utilization is allocated over total compute of the region's ready
 	// nodes.
 	Utilization float64 `json:"utilization"`
