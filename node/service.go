@@ -384,6 +384,7 @@ func (a *Agent) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 			UpdatedAt: m.Since}
 		if r, ok := records[m.Name]; ok {
 			ns.Total, ns.Free, ns.PricePerHour, ns.GPUType = r.Total, r.Free, r.PricePerHour, r.GPUType
+			ns.Leader = r.Market != nil && r.Market.Leader
 			if r.UpdatedAt.After(ns.UpdatedAt) {
 				ns.UpdatedAt = r.UpdatedAt
 			}
@@ -435,6 +436,15 @@ func (a *Agent) Regions(ctx context.Context) (api.RegionsView, error) {
 		leaderName, _, _ = a.server.Leader()
 	}
 	rtt := regionRTT{a.gossip, a.cfg.Region}
+	// Other regions' leaders, as their servers claim in gossip (the
+	// highest term wins).
+	claimed := map[string]string{}
+	terms := map[string]uint64{}
+	for _, r := range a.gossip.Records() {
+		if r.Market != nil && r.Market.Leader && r.Market.Term >= terms[r.Region] {
+			claimed[r.Region], terms[r.Region] = r.Node, r.Market.Term
+		}
+	}
 	for _, s := range sums {
 		rs := api.RegionSummary{
 			Region:               s.Region,
@@ -443,7 +453,8 @@ func (a *Agent) Regions(ctx context.Context) (api.RegionsView, error) {
 			Free:                 s.Free,
 			CheapestPricePerHour: s.CheapestPricePerHour,
 		}
-		if s.Region == a.cfg.Region {
+		rs.Leader = claimed[s.Region]
+		if s.Region == a.cfg.Region && a.server != nil {
 			rs.Leader = leaderName
 			if c := a.demand.Load(); c != nil {
 				v := c.View(time.Now())
