@@ -2,8 +2,11 @@ package simcluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -165,6 +168,25 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if live != 1 || len(allocs) != 2 {
 			t.Errorf("allocations of train-1: %+v, want one lost and one live", allocs)
+		}
+
+		// Over HTTP, through the API handler of a Tokyo worker: 201 with the
+		// job placed at home, then 200 and the same job on a resubmission.
+		body := `{"id":"http-1","origin_region":"eu-west-1","demand":{"compute":50},"duration_s":600}`
+		for i, want := range []int{http.StatusCreated, http.StatusOK} {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, "/v1/jobs", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			entry.Handler().ServeHTTP(rec, req)
+			var got api.JobStatus
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != want || err != nil || got.ID != "http-1" || got.HomeRegion != "eu-west-1" {
+				t.Fatalf("POST /v1/jobs #%d: %d %s, want %d", i+1, rec.Code, rec.Body.String(), want)
+			}
+		}
+		rec := httptest.NewRecorder()
+		entry.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/jobs", strings.NewReader(`{"id":"bad","origin_region":"eu-west-1","demand":{"compute":-1}}`)))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "demand.compute") {
+			t.Errorf("bad body: %d %s, want 400 naming demand.compute", rec.Code, rec.Body.String())
 		}
 
 		// A short job completes.
