@@ -206,11 +206,11 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	level := slog.LevelWarn
+	var level slog.LevelVar
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return usageErrorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
 
 	servers := min(3, o.nodesPerRegion)
 	workers := o.nodesPerRegion - servers
@@ -428,6 +428,10 @@ loop:
 			sum.Jobs[s] += n
 		}
 	}
+	// Stop the mesh before the summary: what the agents log while they
+	// shut down (calls cut short, peers gone) is expected, not news.
+	level.Set(slog.LevelError + 1)
+	c.Close()
 	printSummary(stdout, sum)
 	if o.summaryJSON != "" {
 		b, _ := json.MarshalIndent(sum, "", "  ")
@@ -457,7 +461,7 @@ func printSummary(w io.Writer, s netsimSummary) {
 		fmt.Fprintf(w, "  faults: %s\n", strings.Join(s.Faults, "; "))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tLEADER\tJOBS\tTRADED AWAY\tSERVED FOR OTHERS\tUTILIZATION\tCOST/H")
+	fmt.Fprintln(tw, "REGION\tLEADER\tJOBS\tTRADED AWAY\tNOW SERVING FOR OTHERS\tUTILIZATION\tCOST/H")
 	for _, r := range s.PerRegion {
 		n := 0
 		for _, c := range r.Jobs {
