@@ -2,19 +2,27 @@ package consensus
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	metrics "github.com/hashicorp/go-metrics/compat"
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 )
+
+// commitRate is the offered load of BenchmarkCommitAtRate; the default is
+// the target.
+var commitRate = flag.Int("commit-rate", 20000, "placements/s offered by BenchmarkCommitAtRate")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -133,12 +141,15 @@ func TestTCPRegion(t *testing.T) {
 //   - plan16: each proposal is a plan of 16 placements (as a scheduler
 //     commits the placements of one evaluation together), packed likewise.
 //
-// With one command per client in flight, throughput cannot exceed
-// 64 / commit latency; plans keep more commands in flight.
+// These are closed loops: each client sends its next proposal when the
+// last one returns, so they measure capacity, and the latency they report
+// is set by Little's law (commands in flight ÷ throughput), not by the
+// commit path. BenchmarkCommitAtRate measures latency at a given rate.
 //
 // Reported: placements/s, p50 and p99 commit latency of a proposal (from
-// Propose to its result), mean commands per log entry, and the heap of the
-// whole group (three replicas with their ledgers) after the run.
+// Propose to its result), mean commands per log entry, the leader's
+// per-stage timings (see reportStages), and the heap of the whole group
+// (three replicas with their ledgers) after the run.
 func BenchmarkCommit(b *testing.B) {
 	for _, mode := range []struct {
 		name     string
@@ -146,12 +157,103 @@ func BenchmarkCommit(b *testing.B) {
 		plan     int
 	}{{"single", 1, 1}, {"batched", 512, 1}, {"plan16", 512, 16}} {
 		b.Run(mode.name, func(b *testing.B) {
-			benchmarkCommit(b, mode.maxBatch, mode.plan, 64)
+			benchmarkCommit(b, mode.maxBatch, mode.plan, func(send sendFunc, proposals int) error {
+				return closedLoop(send, proposals, 64)
+			})
 		})
 	}
 }
 
-func benchmarkCommit(b *testing.B, maxBatch, plan, clients int) {
+// BenchmarkCommitAtRate offers placements at a fixed rate (an open loop,
+// as a region's schedulers do: a proposal is sent when it is due, whether
+// or not earlier ones have returned), in plans of 1 or 16 placements, and
+// reports the commit latency at that rate. Latency is measured from when a
+// proposal was due, so a stalled sender does not hide a stall (coordinated
+// omission). If the region cannot keep up, placements/s falls below the
+// offered rate and latency grows with the run.
+func BenchmarkCommitAtRate(b *testing.B) {
+	rate := *commitRate
+	if rate <= 0 {
+		b.Fatalf("-commit-rate must be positive, got %d", rate)
+	}
+	for _, plan := range []int{16, 1} {
+		b.Run(fmt.Sprintf("rate=%dk/plan%d", rate/1000, plan), func(b *testing.B) {
+			benchmarkCommit(b, 512, plan, func(send sendFunc, proposals int) error {
+				return openLoop(send, proposals, time.Duration(float64(time.Second)*float64(plan)/float64(rate)))
+			})
+		})
+	}
+}
+
+// closedLoop sends proposals 0..n-1 from the given number of clients, each
+// sending its next proposal when the previous one returned.
+func closedLoop(send sendFunc, n, clients int) error {
+	var (
+		next   atomic.Int64
+		wg     sync.WaitGroup
+		failed atomic.Value
+	)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				p := int(next.Add(1)) - 1
+				if p >= n {
+					return
+				}
+				if err := send(p, time.Now()); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	err, _ := failed.Load().(error)
+	return err
+}
+
+// openLoop sends proposal p at start + p×interval, each on its own
+// goroutine, and waits for them all.
+func openLoop(send sendFunc, n int, interval time.Duration) error {
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Value
+	)
+	start := time.Now()
+	for p := 0; p < n; {
+		// Send everything due, then sleep until the next one is.
+		now := time.Since(start)
+		for ; p < n && time.Duration(p)*interval <= now; p++ {
+			wg.Add(1)
+			go func(p int) {
+				defer wg.Done()
+				if err := send(p, start.Add(time.Duration(p)*interval)); err != nil {
+					failed.Store(err)
+				}
+			}(p)
+		}
+		if p < n {
+			time.Sleep(time.Duration(p)*interval - time.Since(start))
+		}
+		if failed.Load() != nil {
+			break
+		}
+	}
+	wg.Wait()
+	err, _ := failed.Load().(error)
+	return err
+}
+
+// loadFunc drives a benchmark: it calls send for proposals 0..n-1, each
+// with the time it was due (its latency counts from then), and returns
+// the first error.
+type loadFunc func(send sendFunc, proposals int) error
+
+type sendFunc func(p int, due time.Time) error
+
+func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 	dir, err := os.MkdirTemp("", "meridian-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -166,7 +268,7 @@ func benchmarkCommit(b *testing.B, maxBatch, plan, clients int) {
 		if maxBatch == 1 {
 			c.MaxInflightEntries = 4096 // every proposal goes to Raft at once
 		}
-		// Three servers and 64 clients share two cores here: use the
+		// Three servers and their clients share two cores here: use the
 		// timing of Consul's default raft_multiplier (5), as for servers
 		// on small shared machines, so that CPU starvation is not taken
 		// for a failed leader.
@@ -194,57 +296,47 @@ func benchmarkCommit(b *testing.B, maxBatch, plan, clients int) {
 		lo = hi
 	}
 	entries0, cmds0 := leader.prop.entries.Load(), leader.prop.commands.Load()
+	stages := newStageRecorder(leader)
+	defer stages.stop()
 
 	proposals := (b.N + plan - 1) / plan
 	latencies := make([]time.Duration, proposals)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Value
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	start := time.Now()
-	for c := range clients {
-		s := servers[c%len(servers)]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmds := make([]Command, 0, plan)
-			for {
-				p := int(next.Add(1)) - 1
-				if p >= proposals {
-					return
-				}
-				cmds = cmds[:0]
-				for i := p * plan; i < min((p+1)*plan, b.N); i++ {
-					cmds = append(cmds, PlaceJob{JobID: fmt.Sprintf("j%d", i), NodeID: fmt.Sprintf("n%d", i%nodes)})
-				}
-				t := time.Now()
-				out, err := s.Propose(ctx, cmds...)
-				latencies[p] = time.Since(t)
-				for _, r := range out {
-					if err == nil {
-						err = r.Err
-					}
-				}
-				if err != nil {
-					failed.Store(err)
-					return
-				}
+	send := func(p int, due time.Time) error {
+		cmds := make([]Command, 0, plan)
+		for i := p * plan; i < min((p+1)*plan, b.N); i++ {
+			cmds = append(cmds, PlaceJob{JobID: fmt.Sprintf("j%d", i), NodeID: fmt.Sprintf("n%d", i%nodes)})
+		}
+		out, err := servers[p%len(servers)].Propose(ctx, cmds...)
+		latencies[p] = time.Since(due)
+		for _, r := range out {
+			if err == nil {
+				err = r.Err
 			}
-		}()
+		}
+		return err
 	}
-	wg.Wait()
+	err = load(send, proposals)
 	elapsed := time.Since(start)
 	b.StopTimer()
-	if err, _ := failed.Load().(error); err != nil {
+	cpu := cpuTime(b) - cpu0
+	if err != nil {
 		b.Fatal(err)
 	}
 	slices.Sort(latencies)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "placements/s")
-	b.ReportMetric(float64(latencies[proposals/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(latencies[min(proposals-1, proposals*99/100)].Microseconds())/1000, "p99-ms")
+	// CPU per placement (user + system, the whole group and its clients)
+	// does not depend on what else runs on the machine: 2 cores ÷ this is
+	// the group's ceiling on a dedicated 2-core machine.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/placement")
+	b.ReportMetric(ms(latencies[proposals/2]), "p50-ms")
+	b.ReportMetric(ms(latencies[min(proposals-1, proposals*99/100)]), "p99-ms")
 	if e := leader.prop.entries.Load() - entries0; e > 0 {
 		b.ReportMetric(float64(leader.prop.commands.Load()-cmds0)/float64(e), "cmds/entry")
 	}
+	stages.report(b)
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
@@ -252,6 +344,116 @@ func benchmarkCommit(b *testing.B, maxBatch, plan, clients int) {
 	b.ReportMetric(heap/(1<<20), "heap-MiB/group")
 	b.ReportMetric(heap/float64(b.N), "heap-B/placement")
 	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTime is the CPU time (user + system) this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// stageRecorder collects where proposals spend their time: the leader's
+// proposal queue reports each proposal's wait for the packer and its time
+// in Raft, and Raft's own metrics (go-metrics, in memory) split the
+// latter into the leader's disk write, the followers' disk writes, the
+// commit and the state machine.
+type stageRecorder struct {
+	leader   *Server
+	sink     *metrics.InmemSink
+	entries0 uint64
+
+	mu     sync.Mutex
+	queued []time.Duration
+	raft   []time.Duration
+}
+
+// metricsConfig starts no goroutine (no runtime metrics), so that goleak
+// stays quiet.
+func metricsConfig() *metrics.Config {
+	cfg := metrics.DefaultConfig("bench")
+	cfg.EnableHostname, cfg.EnableRuntimeMetrics, cfg.EnableServiceLabel = false, false, false
+	return cfg
+}
+
+func newStageRecorder(leader *Server) *stageRecorder {
+	r := &stageRecorder{leader: leader, sink: metrics.NewInmemSink(time.Hour, time.Hour), entries0: leader.prop.entries.Load()}
+	metrics.NewGlobal(metricsConfig(), r.sink)
+	obs := func(t proposalTiming) {
+		r.mu.Lock()
+		r.queued = append(r.queued, t.Queued)
+		r.raft = append(r.raft, t.Raft)
+		r.mu.Unlock()
+	}
+	leader.prop.observe.Store(&obs)
+	return r
+}
+
+func (r *stageRecorder) stop() {
+	r.leader.prop.observe.Store(nil)
+	metrics.NewGlobal(metricsConfig(), &metrics.BlackholeSink{})
+}
+
+// report adds the per-stage metrics to b:
+//
+//   - queue-p50/p99-ms: Propose on the leader → packed into an entry;
+//   - raft-p50/p99-ms: raft.Apply → result (leader write, replication,
+//     follower write, commit, the leader's state machine), per proposal;
+//   - leader-fsync-ms: mean of the leader's StoreLogs (raft.leader.dispatchLog),
+//     and entries/fsync the mean proposal-queue entries per such write;
+//   - follower-store-ms: mean of a follower's StoreLogs for an AppendEntries;
+//   - replicate-ms: mean AppendEntries round trip as the leader sees it;
+//   - commit-ms: mean from the leader's dispatch to commit (raft.commitTime);
+//   - fsm-ms: mean time of one state machine batch (all three replicas).
+func (r *stageRecorder) report(b *testing.B) {
+	r.leader.prop.observe.Store(nil)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, st := range []struct {
+		name string
+		d    []time.Duration
+	}{{"queue", r.queued}, {"raft", r.raft}} {
+		if len(st.d) == 0 {
+			continue
+		}
+		slices.Sort(st.d)
+		b.ReportMetric(ms(st.d[len(st.d)/2]), st.name+"-p50-ms")
+		b.ReportMetric(ms(st.d[min(len(st.d)-1, len(st.d)*99/100)]), st.name+"-p99-ms")
+	}
+	samples := map[string]metrics.AggregateSample{}
+	for _, iv := range r.sink.Data() {
+		iv.RLock()
+		for key, s := range iv.Samples {
+			// Labelled samples (per peer) are keyed "name;label=value".
+			name, _, _ := strings.Cut(key, ";")
+			a := samples[name]
+			if s.AggregateSample != nil {
+				a.Count += s.Count
+				a.Sum += s.Sum
+			}
+			samples[name] = a
+		}
+		iv.RUnlock()
+	}
+	mean := func(name string) float64 {
+		a := samples[name]
+		if a.Count == 0 {
+			return 0
+		}
+		return a.Sum / float64(a.Count)
+	}
+	b.ReportMetric(mean("bench.raft.leader.dispatchLog"), "leader-fsync-ms")
+	b.ReportMetric(mean("bench.raft.rpc.appendEntries.storeLogs"), "follower-store-ms")
+	b.ReportMetric(mean("bench.raft.replication.appendEntries.rpc"), "replicate-ms")
+	b.ReportMetric(mean("bench.raft.commitTime"), "commit-ms")
+	b.ReportMetric(mean("bench.raft.fsm.applyBatch"), "fsm-ms")
+	if n := samples["bench.raft.leader.dispatchLog"].Count; n > 0 {
+		b.ReportMetric(float64(r.leader.prop.entries.Load()-r.entries0)/float64(n), "entries/fsync")
+	}
 }
 
 // proposeChunks proposes cmds in proposals of at most max commands.

@@ -36,10 +36,24 @@ const (
 )
 
 type proposal struct {
-	envs  []Envelope
-	size  int
-	state atomic.Int32
-	done  chan proposalResult // buffered: the sender never blocks
+	envs   []Envelope
+	size   int
+	state  atomic.Int32
+	done   chan proposalResult // buffered: the sender never blocks
+	queued time.Time           // when propose queued it
+	taken  time.Time           // when the packer put it in an entry
+}
+
+// proposalTiming is where one proposal spent its time on the leader, for
+// the benchmark's per-stage figures.
+type proposalTiming struct {
+	// Queued is from propose to the packer putting the proposal in an
+	// entry: the wait for a pipeline slot and for the packer.
+	Queued time.Duration
+	// Raft is from raft.Apply to the entry's future resolving: the
+	// leader's disk write, replication and a follower's disk write, the
+	// commit, and the leader's state machine applying the entry.
+	Raft time.Duration
 }
 
 type proposalResult struct {
@@ -48,8 +62,9 @@ type proposalResult struct {
 }
 
 type inflightEntry struct {
-	future raft.ApplyFuture
-	props  []*proposal
+	future    raft.ApplyFuture
+	props     []*proposal
+	submitted time.Time // set only while observe is
 }
 
 // errNotLeaderRetry means Raft refused the entry because this server is not
@@ -70,6 +85,10 @@ type proposer struct {
 
 	entries  atomic.Uint64
 	commands atomic.Uint64
+
+	// observe, when set, receives the timing of every proposal that got
+	// a result from Raft (the benchmark sets it).
+	observe atomic.Pointer[func(proposalTiming)]
 }
 
 func newProposer(r *raft.Raft, clock func() time.Time, maxCmds, maxBytes, maxInflight int) *proposer {
@@ -99,6 +118,9 @@ func (p *proposer) close() {
 // propose queues envelopes and waits for their results.
 func (p *proposer) propose(ctx context.Context, envs []Envelope) ([]Result, error) {
 	prop := &proposal{envs: envs, size: envelopesSize(envs), done: make(chan proposalResult, 1)}
+	if p.observe.Load() != nil {
+		prop.queued = time.Now()
+	}
 	select {
 	case p.in <- prop:
 	case <-ctx.Done():
@@ -160,6 +182,9 @@ func (p *proposer) pack() {
 				return false
 			}
 			if pr.state.CompareAndSwap(propQueued, propTaken) {
+				if !pr.queued.IsZero() {
+					pr.taken = time.Now()
+				}
 				batch = append(batch, pr)
 				cmds += len(pr.envs)
 				bytes += pr.size
@@ -204,14 +229,19 @@ func (p *proposer) submit(batch []*proposal, cmds int) {
 	}
 	// No enqueue timeout: a follower's Raft answers ErrNotLeader at once,
 	// and Shutdown answers everything.
+	var submitted time.Time
+	if p.observe.Load() != nil {
+		submitted = time.Now()
+	}
 	f := p.raft.Apply(data, 0)
 	p.entries.Add(1)
 	p.commands.Add(uint64(cmds))
+	e := &inflightEntry{future: f, props: batch, submitted: submitted}
 	select {
-	case p.inflight <- &inflightEntry{future: f, props: batch}:
+	case p.inflight <- e:
 	case <-p.done:
 		// Raft is already shut down, so the future has its answer.
-		p.finish(&inflightEntry{future: f, props: batch})
+		p.finish(e)
 	}
 }
 
@@ -228,6 +258,14 @@ func (p *proposer) release() { <-p.slots }
 func (p *proposer) finish(e *inflightEntry) {
 	err := e.future.Error()
 	p.release()
+	if obs := p.observe.Load(); obs != nil && err == nil && !e.submitted.IsZero() {
+		now := time.Now()
+		for _, pr := range e.props {
+			if !pr.queued.IsZero() {
+				(*obs)(proposalTiming{Queued: pr.taken.Sub(pr.queued), Raft: now.Sub(e.submitted)})
+			}
+		}
+	}
 	if err != nil {
 		fail(e.props, raftApplyError(err))
 		return
