@@ -31,6 +31,7 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $$($(GO) list ./... | grep -v /gossip)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m ./gossip/
+	MERIDIAN_BENCH=1 $(GO) test -run '^TestWorldDay$$' -timeout 180m -v ./test/bench/ -args -out bench-results
 
 ## chaos: the long chaos suite (outside CI)
 chaos:

@@ -1,0 +1,229 @@
+package bench
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meridian-mesh/meridian/placement"
+)
+
+// The baselines are deterministic discrete-event simulations over the
+// World's nodes. Each job is decided when it arrives, with full and exact
+// knowledge of every node's free capacity at that instant (allocations of
+// jobs that ended by then are released first); a job that fits nowhere it
+// may go is not placed — there is no queue, as an interactive request
+// cannot wait for capacity to free up. Within a region the node is the one
+// Meridian's placement pipeline ranks first (cost efficiency E = C·D/c on
+// free compute, with its filters for latency SLO, price limit and free
+// resources), so the baselines differ from each other and from the mesh
+// only in which regions they consider, and in what order.
+
+// LocalOnly places every job in its origin region or not at all: the mesh
+// without a market.
+func LocalOnly() Scheduler {
+	return &baseline{
+		name: "local-only",
+		order: func(w *World, j *Job) []string {
+			return []string{j.Origin}
+		},
+		latency: func(w *World, j *Job, r string) time.Duration {
+			// Client to the region's leader, and one Raft commit.
+			return 2 * w.RTT(j.Origin, j.Origin)
+		},
+		note: func(*World) string {
+			return "placement latency modelled as client→leader and one Raft commit"
+		},
+	}
+}
+
+// NearestFirst places a job in the nearest region (by measured RTT from its
+// origin, the origin first) that has a node with room for it within its SLO
+// and price limit.
+func NearestFirst() Scheduler {
+	return &baseline{
+		name: "nearest-first",
+		order: func(w *World, j *Job) []string {
+			rs := w.Regions()
+			slices.SortStableFunc(rs, func(a, b string) int {
+				return cmp.Compare(w.RTT(j.Origin, a), w.RTT(j.Origin, b))
+			})
+			return rs
+		},
+		latency: peerLatency,
+		note: func(*World) string {
+			return "placement latency modelled as client→leader, a reservation committed in the serving region, and the origin's commit"
+		},
+	}
+}
+
+// CentralCheapest is one global scheduler with full, instantaneous
+// knowledge of every node, as a cross-cloud broker: it places each job in
+// the cheapest region that can take it within its SLO and price limit
+// (ties: nearer first). It is greedy in time — it does not know future
+// arrivals, which the LP bound does.
+func CentralCheapest() Scheduler {
+	return &baseline{
+		name: "central-cheapest",
+		order: func(w *World, j *Job) []string {
+			rs := w.Regions()
+			slices.SortStableFunc(rs, func(a, b string) int {
+				return cmp.Or(cmp.Compare(w.Price(a), w.Price(b)), cmp.Compare(w.RTT(j.Origin, a), w.RTT(j.Origin, b)))
+			})
+			return rs
+		},
+		latency: func(w *World, j *Job, r string) time.Duration {
+			// Client to the broker, broker to the serving region, one
+			// Raft commit there; the broker's decision itself is free.
+			b := brokerRegion(w)
+			return w.RTT(j.Origin, b) + w.RTT(b, r) + w.RTT(r, r)
+		},
+		note: func(w *World) string {
+			return fmt.Sprintf("broker in %s; placement latency modelled as RTT(origin, broker) + RTT(broker, region) + one Raft commit", brokerRegion(w))
+		},
+	}
+}
+
+// peerLatency models a placement decided by the origin region's leader:
+// client to leader, then, for another region, a reservation committed
+// there, then the origin's own commit.
+func peerLatency(w *World, j *Job, r string) time.Duration {
+	o := j.Origin
+	if r == o {
+		return 2 * w.RTT(o, o)
+	}
+	return w.RTT(o, o) + w.RTT(o, r) + w.RTT(r, r) + w.RTT(o, o)
+}
+
+// brokerRegion is where the central scheduler runs: the region with the
+// least mean RTT to every region of the run (ties: first by name).
+func brokerRegion(w *World) string {
+	best, bestSum := "", time.Duration(-1)
+	for _, b := range w.regions {
+		var sum time.Duration
+		for _, r := range w.regions {
+			sum += w.RTT(r, b)
+		}
+		if bestSum < 0 || sum < bestSum {
+			best, bestSum = b, sum
+		}
+	}
+	return best
+}
+
+// baseline is a scheduler that tries regions in a fixed order per job.
+type baseline struct {
+	name string
+	// order lists the regions to try for j, best first.
+	order func(w *World, j *Job) []string
+	// latency models the time from arrival to a committed placement in r.
+	latency func(w *World, j *Job, r string) time.Duration
+	// note says how, for the report.
+	note func(w *World) string
+}
+
+// Name implements Scheduler.
+func (b *baseline) Name() string { return b.name }
+
+// Run implements Scheduler: the discrete-event simulation described above.
+func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, error) {
+	pipe, err := placement.NewPipeline(placement.Config{RTT: w.RTTs()})
+	if err != nil {
+		return Outcome{}, fmt.Errorf("%s: %w", b.name, err)
+	}
+	nodes := w.Nodes()
+	span := map[string][2]int{} // region → [first, end) in nodes
+	for i, n := range nodes {
+		s, ok := span[n.Region]
+		if !ok {
+			s[0] = i
+		}
+		s[1] = i + 1
+		span[n.Region] = s
+	}
+	out := Outcome{Jobs: make([]JobResult, len(jobs))}
+	var running endHeap
+	for i := range jobs {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return Outcome{}, fmt.Errorf("%s: %w", b.name, ctx.Err())
+		}
+		j := &jobs[i]
+		for len(running) > 0 && !running[0].end.After(j.At) {
+			e := heap.Pop(&running).(ending)
+			nodes[e.node].Free = nodes[e.node].Free.Add(jobs[e.job].Demand)
+		}
+		pj := j.PlacementJob()
+		tried := 0
+		for _, r := range b.order(w, j) {
+			if !w.feasible(j, r) {
+				continue
+			}
+			tried++
+			s := span[r]
+			dec, err := pipe.Rank(pj, nodes[s[0]:s[1]])
+			if err != nil {
+				return Outcome{}, fmt.Errorf("%s: job %s: %w", b.name, j.ID, err)
+			}
+			c, ok := dec.Winner()
+			if !ok {
+				continue
+			}
+			k := s[0] + c.Index
+			cost := nodes[k].CostPerHour(j.Demand)
+			nodes[k].Free = nodes[k].Free.Sub(j.Demand)
+			heap.Push(&running, ending{end: j.End(), job: i, node: k})
+			out.Jobs[i] = JobResult{
+				Placed: true, Region: r, Node: nodes[k].ID, Start: j.At, CostPerHour: cost,
+				PlacementLatency: b.latency(w, j, r), Traded: r != j.Origin,
+			}
+			break
+		}
+		if !out.Jobs[i].Placed {
+			out.Jobs[i].Reason = unplacedReason(tried)
+		}
+	}
+	out.Notes = append(out.Notes, b.note(w))
+	return out, nil
+}
+
+func unplacedReason(tried int) string {
+	if tried == 0 {
+		return "no region it may be served from (latency SLO, price limit)"
+	}
+	return fmt.Sprintf("no node with room in the %d region%s it may be served from", tried, strings.Repeat("s", min(1, tried-1)))
+}
+
+// ending is a running job's end, for the event queue.
+type ending struct {
+	end  time.Time
+	job  int
+	node int
+}
+
+// endHeap orders endings by time, then job index, so releases are
+// deterministic.
+type endHeap []ending
+
+func (h endHeap) Len() int { return len(h) }
+func (h endHeap) Less(a, b int) bool {
+	if c := h[a].end.Compare(h[b].end); c != 0 {
+		return c < 0
+	}
+	return h[a].job < h[b].job
+}
+func (h endHeap) Swap(a, b int) { h[a], h[b] = h[b], h[a] }
+
+// Push implements heap.Interface.
+func (h *endHeap) Push(x any) { *h = append(*h, x.(ending)) }
+
+// Pop implements heap.Interface.
+func (h *endHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
