@@ -98,6 +98,10 @@ func (a *Agent) jobStatus(l *consensus.Ledger, j consensus.Job) api.JobStatus {
 			st.ExitCode = exitCodeOf(last.StopMessage)
 			if st.Node == "" {
 				st.Node, st.Region, st.AllocationID = last.NodeID, l.Region(), last.ID
+				// What the job cost while it ran, on its last node.
+				if n, ok := l.Node(last.NodeID); ok {
+					st.CostPerHour = n.Placement().CostPerHour(last.Resources)
+				}
 			}
 		}
 	}

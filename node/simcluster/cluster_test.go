@@ -200,6 +200,9 @@ func TestEndToEnd(t *testing.T) {
 			}
 			return err
 		})
+		if st, _ := entry.Job(ctx, "short-1"); st.CostPerHour != 1 || st.Node == "" {
+			t.Errorf("completed job: node %q, cost %v/h, want its node and 100/1000 of $10/h", st.Node, st.CostPerHour)
+		}
 
 		// Cancel stops the long job.
 		st, err = other.CancelJob(ctx, "train-1")
