@@ -67,7 +67,6 @@ type Agent struct {
 	waiters  map[string][]chan struct{} // job → submitters waiting for a placement pass
 	tradedAt map[string]time.Time       // job → when it was last offered to the market
 	reports  map[string]taskReport      // allocation → last unreported task state
-	exits    map[string]*int            // allocation → exit code of its task, if known
 	lastUsed placement.Resources        // what the node's live allocations use (workers)
 	closed   bool
 	left     bool
@@ -113,7 +112,6 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		waiters:   map[string][]chan struct{}{},
 		tradedAt:  map[string]time.Time{},
 		reports:   map[string]taskReport{},
-		exits:     map[string]*int{},
 		registry:  prometheus.NewRegistry(),
 	}
 	var cleanup []func()
@@ -127,11 +125,6 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	cleanup = append(cleanup, a.cancel)
 	a.metrics = newAgentMetrics(a.registry)
-
-	a.place, err = placement.NewPipeline(placement.Config{})
-	if err != nil {
-		return nil, fmt.Errorf("node: placement: %w", err)
-	}
 
 	a.httpLn, a.httpAddr, err = cfg.Network.listenHTTP()
 	if err != nil {
@@ -207,6 +200,10 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { a.gossip.Shutdown() })
+	a.place, err = placement.NewPipeline(placement.Config{RTT: regionRTT{a.gossip, cfg.Region}})
+	if err != nil {
+		return nil, fmt.Errorf("node: placement: %w", err)
+	}
 
 	if !cfg.Resources.IsZero() {
 		a.runner, err = runner.New(runner.Config{

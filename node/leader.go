@@ -267,12 +267,7 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 		jobs[i] = j.Spec
 		byID[j.ID] = j
 	}
-	pipe, err := placement.NewPipeline(placement.Config{RTT: regionRTT{a.gossip, a.cfg.Region}})
-	if err != nil {
-		a.log.Error("placement pipeline", "err", err)
-		return
-	}
-	plan, err := pipe.Pack(jobs, nodes)
+	plan, err := a.place.Pack(jobs, nodes)
 	if err != nil {
 		// A ledger whose contents placement refuses is a bug; say so
 		// loudly but keep the region running.

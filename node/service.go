@@ -174,8 +174,7 @@ func (a *Agent) fanOut(ctx context.Context, f func(ctx context.Context, region s
 // Job implements api.Service: it asks this node's region first, then every
 // other region, since a job ID does not say which region owns it.
 func (a *Agent) Job(ctx context.Context, id string) (api.JobStatus, error) {
-	st, region, err := a.findJob(ctx, id)
-	_ = region
+	st, _, err := a.findJob(ctx, id)
 	return st, err
 }
 
@@ -324,9 +323,6 @@ func (a *Agent) Jobs(ctx context.Context, f api.JobFilter) (api.JobList, error) 
 // CancelJob implements api.Service: the job's home leader commits the
 // cancel, which stops its allocation.
 func (a *Agent) CancelJob(ctx context.Context, id string) (api.JobStatus, error) {
-	if a.cfg.Region == "" {
-		return api.JobStatus{}, errNotServing
-	}
 	st, home, err := a.findJob(ctx, id)
 	if err != nil {
 		return api.JobStatus{}, err

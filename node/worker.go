@@ -122,9 +122,6 @@ func (a *Agent) onTaskEvent(ev runner.TaskEvent) {
 		a.reports[ev.AllocID] = taskReport{AllocID: ev.AllocID, JobID: ev.JobID, State: st,
 			ExitCode: ev.ExitCode, Reason: ev.Reason, Node: a.cfg.Name}
 	}
-	if ev.ExitCode != nil {
-		a.exits[ev.AllocID] = ev.ExitCode
-	}
 	n := len(a.reports)
 	a.mu.Unlock()
 	a.metrics.reportsLeft.Set(float64(n))
