@@ -81,6 +81,7 @@ func Start(cfg Config) (*Agent, error) {
 	conf.BindAddr, conf.BindPort = cfg.BindAddr, cfg.BindPort
 	conf.AdvertiseAddr, conf.AdvertisePort = cfg.AdvertiseAddr, cfg.AdvertisePort
 	conf.Logger = newMemberlistLogger(cfg.Logger)
+	conf.EnableCompression = !cfg.DisableCompression
 	keyring, err := agentKeyring(&cfg)
 	if err != nil {
 		return nil, err
@@ -410,31 +411,17 @@ func (a *Agent) LocalMember() Member {
 // suspect ones, failed ones until ReconnectTimeout and departed ones until
 // TombstoneTimeout.
 func (a *Agent) Members() []Member {
-	s := a.view.snapshot()
-	for i := range s.members {
-		s.members[i] = cloneMember(s.members[i])
+	members := a.view.memberList()
+	for i := range members {
+		members[i] = cloneMember(members[i])
 	}
-	return s.members
+	return members
 }
 
 // Records returns every capacity record, sorted by node name, including
 // those of failed members (check Members for state).
 func (a *Agent) Records() []Record {
-	s := a.view.snapshot()
-	out := make([]Record, 0, len(s.records))
-	for _, r := range s.records {
-		out = append(out, cloneRecord(r))
-	}
-	slices.SortFunc(out, func(x, y Record) int {
-		switch {
-		case x.Node < y.Node:
-			return -1
-		case x.Node > y.Node:
-			return 1
-		}
-		return 0
-	})
-	return out
+	return a.view.recordList()
 }
 
 // Record returns the capacity record of a node.

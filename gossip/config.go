@@ -85,6 +85,12 @@ type Config struct {
 	Keyring   *memberlist.Keyring
 	// DisableEncryption turns encryption off; every member must agree.
 	DisableEncryption bool
+	// DisableCompression turns off memberlist's LZW compression of gossip
+	// messages. Compression saves WAN bandwidth at a CPU cost; a simulated
+	// mesh, where CPU decides how fast virtual time runs and bandwidth is
+	// plentiful, turns it off. Members with and without it interoperate:
+	// memberlist marks each compressed message.
+	DisableCompression bool
 
 	// Logger receives the agent's logs; memberlist's own logs go to it at
 	// debug level (one level lower than memberlist's own). Default: discard.

@@ -3,7 +3,9 @@ package gossip
 import (
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -703,6 +705,32 @@ func (v *view) regionRTT(from, to string, self *coordinate.Coordinate, ttl time.
 }
 
 // snapshot copies what summaries and estimates read.
+// memberList copies the members alone, sorted by name: Members is called
+// on every forwarded request, and copying the records and coordinates too
+// was most of its cost.
+func (v *view) memberList() []Member {
+	v.mu.Lock()
+	out := make([]Member, 0, len(v.members))
+	for _, m := range v.members {
+		out = append(out, *m)
+	}
+	v.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// recordList copies the records alone, cloned, sorted by node name.
+func (v *view) recordList() []Record {
+	v.mu.Lock()
+	out := make([]Record, 0, len(v.records))
+	for _, e := range v.records {
+		out = append(out, cloneRecord(e.rec))
+	}
+	v.mu.Unlock()
+	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
 func (v *view) snapshot() snapshot {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -1,6 +1,7 @@
 package netsim
 
 import (
+	"container/heap"
 	"net"
 	"net/netip"
 	"time"
@@ -17,7 +18,8 @@ type datagramSink interface {
 	closeLocked()
 }
 
-// inflight is a datagram on the wire, delivered by a timer at its arrival.
+// inflight is a datagram on the wire, delivered at its arrival by the
+// network's courier.
 type inflight struct {
 	n       *Network
 	src     *Endpoint
@@ -26,6 +28,8 @@ type inflight struct {
 	dstPort int
 	data    []byte
 	epoch   uint64
+	at      time.Time // arrival
+	seq     uint64    // send order, which breaks ties between equal arrivals
 }
 
 // sendDatagram sends b from (src, from) to address. Like UDP, it never
@@ -91,19 +95,12 @@ func (n *Network) sendDatagramTo(src *Endpoint, from *net.UDPAddr, ip netip.Addr
 		n.mu.Unlock()
 		return nil
 	}
-	n.mu.Unlock()
 	d.data = make([]byte, len(b))
 	copy(d.data, b)
-	time.AfterFunc(delay, d.deliver)
-	return nil
-}
-
-// deliver runs on the timer at arrival time.
-func (d *inflight) deliver() {
-	n := d.n
-	n.mu.Lock()
-	d.deliverLocked()
+	d.at = now.Add(delay)
+	n.courier.pushLocked(n, d)
 	n.mu.Unlock()
+	return nil
 }
 
 func (d *inflight) deliverLocked() {
@@ -249,3 +246,100 @@ func (pc *packetConn) SetReadDeadline(t time.Time) error { pc.rd.set(t); return 
 
 // SetWriteDeadline sets the write deadline.
 func (pc *packetConn) SetWriteDeadline(t time.Time) error { pc.wd.set(t); return nil }
+
+// courier delivers the datagrams in flight at their arrival times. One
+// goroutine per network waits for the earliest arrival, instead of a timer
+// and a goroutine per datagram: memberlist sends thousands of datagrams a
+// virtual second, and a goroutine started by a synctest bubble's timer for
+// each of them cost more CPU than the delivery itself (and, under the race
+// detector, they all share the bubble's single timer race context). Arrivals
+// at the same instant are delivered in send order, so a seeded run replays.
+// Its fields are guarded by Network.mu.
+type courier struct {
+	queue   inflightHeap
+	seq     uint64
+	running bool
+	wake    chan struct{} // a new earliest arrival; buffered, never closed
+}
+
+// pushLocked queues d and starts the courier goroutine on first use, in the
+// sender's bubble, so that a network that never carries a delayed datagram
+// never starts it.
+func (c *courier) pushLocked(n *Network, d *inflight) {
+	c.seq++
+	d.seq = c.seq
+	heap.Push(&c.queue, d)
+	if !c.running {
+		c.running = true
+		c.wake = make(chan struct{}, 1)
+		go c.run(n)
+		return
+	}
+	if c.queue[0] == d {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run delivers every due datagram, then sleeps until the next arrival, a new
+// earlier one, or the network's close.
+func (c *courier) run(n *Network) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		n.mu.Lock()
+		if n.isClosed {
+			clear(c.queue)
+			c.queue = c.queue[:0]
+			n.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		for len(c.queue) > 0 && !c.queue[0].at.After(now) {
+			d := heap.Pop(&c.queue).(*inflight)
+			d.deliverLocked()
+		}
+		var next <-chan time.Time
+		if len(c.queue) > 0 {
+			wait := c.queue[0].at.Sub(now)
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			next = timer.C
+		}
+		n.mu.Unlock()
+		select {
+		case <-next:
+		case <-c.wake:
+		case <-n.closed:
+		}
+	}
+}
+
+// inflightHeap orders datagrams by arrival, then by send order.
+type inflightHeap []*inflight
+
+func (h inflightHeap) Len() int { return len(h) }
+func (h inflightHeap) Less(i, j int) bool {
+	if !h[i].at.Equal(h[j].at) {
+		return h[i].at.Before(h[j].at)
+	}
+	return h[i].seq < h[j].seq
+}
+func (h inflightHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *inflightHeap) Push(x any)   { *h = append(*h, x.(*inflight)) }
+func (h *inflightHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return d
+}

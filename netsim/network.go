@@ -97,6 +97,7 @@ type Network struct {
 	events    []FaultEvent
 	p2p       *libp2pNet                // mocknet hosts
 	hosts     map[*trackedHost]struct{} // open NewLibp2pHost hosts
+	courier   courier                   // datagrams in flight
 }
 
 // New creates a network. Create it inside a synctest bubble to run it in

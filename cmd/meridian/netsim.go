@@ -232,6 +232,7 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	regionCapacity := float64(capNodes) * caps[regions[0]].Resources.ComputePerHour
 
 	fmt.Fprintf(stderr, "starting %d regions × %d nodes on netsim (%s)...\n", len(regions), o.nodesPerRegion, strings.Join(regions, ", "))
+	simcluster.TuneGC()
 	c, err := simcluster.Start(ctx, simcluster.Config{
 		Topology: topo, Regions: regions, Servers: servers, Workers: workers,
 		Seed: o.seed, Capacity: capacity, Market: o.market, Logger: logger, BridgeMetrics: true,

@@ -21,7 +21,10 @@ import (
 	"github.com/meridian-mesh/meridian/placement"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	simcluster.TuneGC()
+	goleak.VerifyTestMain(m)
+}
 
 // threeRegions is a small world: three regions 60–150 ms apart.
 func threeRegions(t *testing.T) *netsim.Topology {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/meridian-mesh/meridian/node/simcluster"
 )
 
 // flags are the benchmark's flags, given after -args.
@@ -23,6 +25,7 @@ var flags = RegisterFlags(flag.CommandLine)
 const benchEnv = "MERIDIAN_BENCH"
 
 func TestMain(m *testing.M) {
+	simcluster.TuneGC()
 	goleak.VerifyTestMain(m)
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/meridian-mesh/meridian/node/simcluster"
 )
 
 // The long run's flags, given after -args:
@@ -30,7 +32,10 @@ var (
 	flagVerbose  = flag.Bool("chaos.log", false, "log the agents and the fault steps to stderr")
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	simcluster.TuneGC()
+	goleak.VerifyTestMain(m)
+}
 
 // longRun is the long run's settings, from the flags.
 type longRun struct {

@@ -719,9 +719,9 @@ func (c *convMonitor) run(ctx context.Context) {
 				continue
 			}
 			// Once the members have converged, the records are looked at
-			// every 2 s only: they take minutes, and a look costs a pass
+			// every 5 s only: they take minutes, and a look costs a pass
 			// over every agent's view.
-			if ticks++; !cur.Converged.IsZero() && ticks%4 != 0 {
+			if ticks++; !cur.Converged.IsZero() && ticks%10 != 0 {
 				continue
 			}
 			members, records, missing := c.check(baseline)
