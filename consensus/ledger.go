@@ -198,6 +198,20 @@ func (l *Ledger) Jobs() []Job {
 	return out
 }
 
+// PendingJobs returns the jobs waiting for a placement, by ID. A leader
+// looks for them on every placement pass; copying only these keeps a pass
+// cheap however many finished jobs the ledger holds.
+func (l *Ledger) PendingJobs() []Job {
+	var out []Job
+	l.t.jobs.each(func(_ string, j *Job) bool {
+		if j.State == JobPending {
+			out = append(out, copyJob(j))
+		}
+		return true
+	})
+	return out
+}
+
 func copyJob(j *Job) Job {
 	c := *j
 	if j.Remote != nil {

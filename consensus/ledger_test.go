@@ -197,6 +197,10 @@ func TestPlaceJobOvercommitAndDoubleAllocation(t *testing.T) {
 	r.fails(PlaceJob{JobID: "j4", NodeID: "nope"}, ErrNotFound)
 	r.ok(SetNodeState{ID: "n2", State: NodeDraining, Reason: "maintenance"})
 	r.fails(PlaceJob{JobID: "j4", NodeID: "n2"}, ErrNodeNotReady)
+	// Only j4 still waits for a node.
+	if p := r.l.PendingJobs(); len(p) != 1 || p[0].ID != "j4" {
+		t.Fatalf("pending jobs = %+v, want j4 alone", p)
+	}
 }
 
 func TestStopAllocationUpdatesJob(t *testing.T) {

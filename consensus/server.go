@@ -375,6 +375,13 @@ func (w *leaderWait) wait(ctx context.Context, lastErr error) error {
 // heartbeat or so is enough.
 func (s *Server) Ledger() *Ledger { return s.fsm.Ledger() }
 
+// WaitLedger blocks until this server applies a command entry after index,
+// or ctx ends, and returns the latest ledger: a blocking stale read, for
+// callers that wait for the ledger to change.
+func (s *Server) WaitLedger(ctx context.Context, index uint64) (*Ledger, error) {
+	return s.fsm.WaitIndex(ctx, index+1)
+}
+
 // ConsistentLedger returns a ledger that reflects every command
 // acknowledged anywhere before the call (a linearizable read). The leader
 // confirms it still leads a quorum (VerifyLeader) and reports its applied

@@ -411,7 +411,7 @@ func (a *Agent) LocalMember() Member {
 // suspect ones, failed ones until ReconnectTimeout and departed ones until
 // TombstoneTimeout.
 func (a *Agent) Members() []Member {
-	members := a.view.memberList()
+	members := a.view.memberList("")
 	for i := range members {
 		members[i] = cloneMember(members[i])
 	}
@@ -421,7 +421,22 @@ func (a *Agent) Members() []Member {
 // Records returns every capacity record, sorted by node name, including
 // those of failed members (check Members for state).
 func (a *Agent) Records() []Record {
-	return a.view.recordList()
+	return a.view.recordList("")
+}
+
+// RegionMembers returns the members of one region, as Members would.
+func (a *Agent) RegionMembers(region string) []Member {
+	members := a.view.memberList(region)
+	for i := range members {
+		members[i] = cloneMember(members[i])
+	}
+	return members
+}
+
+// RegionRecords returns the capacity records of one region's nodes, as
+// Records would.
+func (a *Agent) RegionRecords(region string) []Record {
+	return a.view.recordList(region)
 }
 
 // Record returns the capacity record of a node.
@@ -510,6 +525,9 @@ type Stats struct {
 	Records int
 	// RecordsMerged counts records that replaced an older version.
 	RecordsMerged uint64
+	// RecordsDuplicate counts broadcasts of a record already held, dropped
+	// without decoding.
+	RecordsDuplicate uint64
 	// RecordsRejected and MessagesRejected count input that did not decode.
 	RecordsRejected, MessagesRejected uint64
 	// EventsDropped counts events not delivered to a full subscriber.

@@ -358,3 +358,41 @@ func TestPartitionHealsOnlyWithReconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestCompressionIsPerNode mixes nodes with and without LZW compression:
+// memberlist marks compressed messages, so they still share members and
+// records.
+func TestCompressionIsPerNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCluster(t, netsim.WorldTopology(), 5)
+		defer c.close()
+		odd := false
+		c.tune = func(cfg *Config) {
+			cfg.DisableCompression = odd
+			odd = !odd
+		}
+		c.grow([]string{"eu-west-1", "us-east-1"}, 2)
+		if d, ok := waitFor(time.Minute, 100*time.Millisecond, func() bool {
+			if !c.everyoneSees(4) {
+				return false
+			}
+			for _, a := range c.all() {
+				if len(a.Records()) != 4 {
+					return false
+				}
+			}
+			return true
+		}); !ok {
+			t.Fatalf("not converged within %v: %s", d, c.describe())
+		}
+		compressed := 0
+		for _, a := range c.all() {
+			if a.mlConf.EnableCompression {
+				compressed++
+			}
+		}
+		if compressed != 2 {
+			t.Fatalf("%d agents compress; want 2 of 4", compressed)
+		}
+	})
+}

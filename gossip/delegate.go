@@ -24,6 +24,9 @@ func (d delegate) NodeMeta(limit int) []byte { return d.a.meta }
 // NotifyMsg handles a broadcast from a peer. memberlist may reuse b after
 // the call, so whatever is kept is copied.
 func (d delegate) NotifyMsg(b []byte) {
+	if len(b) > 1 && MessageType(b[0]) == MessageRecord && d.a.view.holds(b[1:]) {
+		return // a copy of a record held already: gossip repeats itself
+	}
 	_, rec, err := DecodeMessage(b)
 	if err != nil {
 		d.a.view.rejected(true)

@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"bytes"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -48,9 +50,13 @@ type view struct {
 	// an indirect probe (which reports nothing to the agent).
 	suspectTTL func(n int) time.Duration
 
-	mu         sync.Mutex
-	members    map[string]*Member
-	records    map[string]entry
+	mu      sync.Mutex
+	members map[string]*Member
+	records map[string]entry
+	// byHash indexes the records by a hash of their encoding, so that a
+	// broadcast of a record already held, which gossip delivers several
+	// times over, is recognised without decoding it.
+	byHash     map[uint64]string
 	tombstones map[string]tombstone
 	coords     map[string]*coordinate.Coordinate
 	rtts       map[string]rttStat
@@ -68,6 +74,7 @@ type view struct {
 // counters are the view's statistics, guarded by view.mu.
 type counters struct {
 	recordsMerged, recordsRejected, messagesRejected uint64
+	recordsDuplicate                                 uint64
 	eventsDropped                                    uint64
 	reconnectAttempts, reconnectSuccesses            uint64
 }
@@ -82,6 +89,7 @@ func newView(self string, now func() time.Time, log *slog.Logger, recon *reconne
 		suspectTTL:       suspectTTL,
 		members:          make(map[string]*Member),
 		records:          make(map[string]entry),
+		byHash:           make(map[uint64]string),
 		tombstones:       make(map[string]tombstone),
 		coords:           make(map[string]*coordinate.Coordinate),
 		rtts:             make(map[string]rttStat),
@@ -239,6 +247,7 @@ func (v *view) removeRecordLocked(name string, now time.Time) {
 	if e, ok := v.records[name]; ok {
 		v.tombstones[name] = tombstone{version: e.rec.Version, until: now.Add(v.tombstoneTimeout)}
 		delete(v.records, name)
+		v.unindexLocked(name, e)
 	}
 	delete(v.coords, name)
 	delete(v.rtts, name)
@@ -332,7 +341,7 @@ func (v *view) mergeLocked(e entry) bool {
 	if had && !newer(e, cur) {
 		return false
 	}
-	v.records[name] = e
+	v.putRecordLocked(name, e)
 	v.counters.recordsMerged++
 	if e.rec.Coordinate != nil {
 		v.coords[name] = e.rec.Coordinate
@@ -393,7 +402,7 @@ func (v *view) setLocalLocked(region string, c Capacity, coord *coordinate.Coord
 		return entry{}, false, err
 	}
 	e := entry{rec: rec, raw: raw}
-	v.records[v.self] = e
+	v.putRecordLocked(v.self, e)
 	if coord != nil {
 		v.coords[v.self] = coord
 	}
@@ -458,6 +467,7 @@ func (v *view) stats() Stats {
 	st := Stats{
 		Records:            len(v.records),
 		RecordsMerged:      v.counters.recordsMerged,
+		RecordsDuplicate:   v.counters.recordsDuplicate,
 		RecordsRejected:    v.counters.recordsRejected,
 		MessagesRejected:   v.counters.messagesRejected,
 		EventsDropped:      v.counters.eventsDropped,
@@ -705,26 +715,70 @@ func (v *view) regionRTT(from, to string, self *coordinate.Coordinate, ttl time.
 }
 
 // snapshot copies what summaries and estimates read.
-// memberList copies the members alone, sorted by name: Members is called
+// putRecordLocked stores name's record and indexes its encoding.
+func (v *view) putRecordLocked(name string, e entry) {
+	if cur, ok := v.records[name]; ok {
+		v.unindexLocked(name, cur)
+	}
+	v.records[name] = e
+	v.byHash[rawHash(e.raw)] = name
+}
+
+func (v *view) unindexLocked(name string, e entry) {
+	h := rawHash(e.raw)
+	if v.byHash[h] == name {
+		delete(v.byHash, h)
+	}
+}
+
+// holds reports whether the view holds a record encoded exactly as raw,
+// and counts such duplicates.
+func (v *view) holds(raw []byte) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	name, ok := v.byHash[rawHash(raw)]
+	if ok && bytes.Equal(v.records[name].raw, raw) {
+		v.counters.recordsDuplicate++
+		return true
+	}
+	return false
+}
+
+func rawHash(raw []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(raw)
+	return h.Sum64()
+}
+
+// memberList copies the members alone (of region, or all for ""), sorted by name: Members is called
 // on every forwarded request, and copying the records and coordinates too
 // was most of its cost.
-func (v *view) memberList() []Member {
+func (v *view) memberList(region string) []Member {
 	v.mu.Lock()
-	out := make([]Member, 0, len(v.members))
-	for _, m := range v.members {
-		out = append(out, *m)
+	names := make([]string, 0, len(v.members))
+	for name, m := range v.members {
+		if region == "" || m.Region == region {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names) // sorting the large Member values cost more than copying them
+	out := make([]Member, len(names))
+	for i, name := range names {
+		out[i] = *v.members[name]
 	}
 	v.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-// recordList copies the records alone, cloned, sorted by node name.
-func (v *view) recordList() []Record {
+// recordList copies the records alone (of region, or all for ""), cloned,
+// sorted by node name.
+func (v *view) recordList(region string) []Record {
 	v.mu.Lock()
 	out := make([]Record, 0, len(v.records))
 	for _, e := range v.records {
-		out = append(out, cloneRecord(e.rec))
+		if region == "" || e.rec.Region == region {
+			out = append(out, cloneRecord(e.rec))
+		}
 	}
 	v.mu.Unlock()
 	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Node, b.Node) })

@@ -294,3 +294,65 @@ func TestViewRegionRTT(t *testing.T) {
 		t.Fatal("regionRTT to an unknown region = ok")
 	}
 }
+
+// TestViewRecognisesDuplicateBroadcasts checks the index that lets the
+// delegate drop a broadcast of a record it holds without decoding it: only
+// the exact encoding of the record held now counts, not an older version.
+func TestViewRecognisesDuplicateBroadcasts(t *testing.T) {
+	now := t0
+	v := newTestView("self", &now)
+	old := mustEntry(t, testRecord("p", 1))
+	cur := mustEntry(t, testRecord("p", 2))
+	if v.holds(old.raw) {
+		t.Fatal("an empty view holds a record")
+	}
+	v.merge(old)
+	if !v.holds(old.raw) {
+		t.Fatal("the record just merged is not recognised")
+	}
+	v.merge(cur)
+	if v.holds(old.raw) || !v.holds(cur.raw) {
+		t.Fatalf("after a newer version: holds old %v, current %v; want false, true", v.holds(old.raw), v.holds(cur.raw))
+	}
+	v.mu.Lock()
+	v.removeRecordLocked("p", now)
+	v.mu.Unlock()
+	if v.holds(cur.raw) {
+		t.Fatal("a removed record is still recognised")
+	}
+	if got := v.stats().RecordsDuplicate; got != 2 {
+		t.Fatalf("RecordsDuplicate = %d; want 2", got)
+	}
+}
+
+// TestViewListsByRegion checks the region filters of the member and record
+// lists that the region leader and request forwarding use.
+func TestViewListsByRegion(t *testing.T) {
+	now := t0
+	v := newTestView("self", &now)
+	v.memberAlive("b", testIP, 7946, meta("r2"))
+	v.memberAlive("a", testIP, 7946, meta("r1"))
+	v.memberAlive("c", testIP, 7946, meta("r1"))
+	other := testRecord("b", 1)
+	other.Region = "r2"
+	mine := testRecord("a", 1)
+	mine.Region = "r1"
+	v.merge(mustEntry(t, other))
+	v.merge(mustEntry(t, mine))
+	var names []string
+	for _, m := range v.memberList("r1") {
+		names = append(names, m.Name)
+	}
+	if len(names) != 2 || names[0] != "a" || names[1] != "c" {
+		t.Errorf("members of r1 = %v; want [a c]", names)
+	}
+	if all := v.memberList(""); len(all) != 3 {
+		t.Errorf("%d members in all; want 3", len(all))
+	}
+	if recs := v.recordList("r2"); len(recs) != 1 || recs[0].Node != "b" {
+		t.Errorf("records of r2 = %+v; want b's", recs)
+	}
+	if recs := v.recordList(""); len(recs) != 2 || recs[0].Node != "a" {
+		t.Errorf("all records = %d, first %q; want 2, a first", len(recs), recs[0].Node)
+	}
+}

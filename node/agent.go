@@ -58,6 +58,9 @@ type Agent struct {
 	placePoke chan struct{}
 	syncPoke  chan struct{}
 	capPoke   chan struct{}
+	// reportPoke wakes the worker loop out of its wait for new work when
+	// a task report is queued.
+	reportPoke chan struct{}
 
 	// mu guards the fields below: what the region leader knows beyond its
 	// ledger (why a job is still pending, who waits for its placement) and
@@ -66,6 +69,7 @@ type Agent struct {
 	reasons  map[string]string          // pending job → why it is not placed yet
 	waiters  map[string][]chan struct{} // job → submitters waiting for a placement pass
 	tradedAt map[string]time.Time       // job → when it was last offered to the market
+	offered  map[string]bool            // job → offered abroad for price once already
 	reports  map[string]taskReport      // allocation → last unreported task state
 	lastUsed placement.Resources        // what the node's live allocations use (workers)
 	closed   bool
@@ -77,8 +81,15 @@ type tradingDesk interface {
 	// Run follows the region's leadership and runs the auction protocol
 	// until ctx ends.
 	Run(ctx context.Context) error
-	// Trade offers home jobs the leader could not place locally.
+	// Trade offers home jobs to other regions: jobs the leader could not
+	// place locally, and jobs another region serves clearly cheaper (with
+	// Spec.MaxPricePerHour lowered to what home would cost).
 	Trade(ctx context.Context, jobs []consensus.Job) error
+	// CheaperElsewhere reports whether another region asks clearly less,
+	// by margin, for j than localPrice (US dollars per node-hour).
+	CheaperElsewhere(j consensus.Job, localPrice, margin float64) bool
+	// Trading reports whether job id is being auctioned now.
+	Trading(id string) bool
 	// RemoteStopped tells a job's home region that its allocation here
 	// ended.
 	RemoteStopped(ctx context.Context, a consensus.Allocation) error
@@ -103,16 +114,18 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 		}
 	}
 	a := &Agent{
-		cfg:       cfg,
-		log:       cfg.Logger.With("node", cfg.Name, "region", cfg.Region),
-		placePoke: make(chan struct{}, 1),
-		syncPoke:  make(chan struct{}, 1),
-		capPoke:   make(chan struct{}, 1),
-		reasons:   map[string]string{},
-		waiters:   map[string][]chan struct{}{},
-		tradedAt:  map[string]time.Time{},
-		reports:   map[string]taskReport{},
-		registry:  prometheus.NewRegistry(),
+		cfg:        cfg,
+		log:        cfg.Logger.With("node", cfg.Name, "region", cfg.Region),
+		placePoke:  make(chan struct{}, 1),
+		syncPoke:   make(chan struct{}, 1),
+		capPoke:    make(chan struct{}, 1),
+		reportPoke: make(chan struct{}, 1),
+		reasons:    map[string]string{},
+		waiters:    map[string][]chan struct{}{},
+		tradedAt:   map[string]time.Time{},
+		offered:    map[string]bool{},
+		reports:    map[string]taskReport{},
+		registry:   prometheus.NewRegistry(),
 	}
 	var cleanup []func()
 	defer func() {
@@ -216,6 +229,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			return nil, fmt.Errorf("node: %w", err)
 		}
 		cleanup = append(cleanup, func() { a.runner.Close() })
+		registerTaskGauge(a.registry, func() int { return len(a.runner.Running()) })
 	}
 	if a.server != nil && cfg.Market {
 		a.desk, err = newDesk(a)

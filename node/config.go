@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/meridian-mesh/meridian/node/runner"
@@ -84,15 +85,27 @@ type Tuning struct {
 	// SyncInterval is how often the region leader reconciles the ledger's
 	// nodes with gossip (default 2 s); a gossip event triggers a pass.
 	SyncInterval time.Duration
-	// PollInterval is how often a node with capacity fetches its
-	// allocations (default 1 s).
+	// PollInterval is how long a node with capacity waits before asking
+	// its region's leader for its allocations again after a failed ask
+	// (default 1 s).
 	PollInterval time.Duration
+	// WorkWait is how long the leader holds a node's ask for its
+	// allocations while they do not change (a blocking query, as Nomad's
+	// clients make): a node hears of a new allocation as soon as it is
+	// committed, without asking every PollInterval (default 30 s).
+	WorkWait time.Duration
 	// CapacityInterval is the fastest a node republishes its capacity in
 	// gossip (default 5 s): every record costs the whole mesh bandwidth.
 	CapacityInterval time.Duration
 	// TradeRetry is how long the leader waits before offering a job it
 	// could not place to the market again (default 10 s).
 	TradeRetry time.Duration
+	// OffloadMargin is how much less (a fraction: 0.1 = 10 %) another
+	// region must ask, per its gossiped ask, for a job the leader could
+	// place at home to be offered to the market first, capped at what home
+	// would cost; if no seller bids under the cap, the job is placed at home
+	// on the next pass. Default 0.1; negative: never offload for price.
+	OffloadMargin float64
 	// MaxAttempts is how many allocations of a job may fail before the job
 	// is failed for good (default 3).
 	MaxAttempts int
@@ -123,6 +136,7 @@ func (t Tuning) withDefaults() Tuning {
 	def(&t.PlaceInterval, 2*time.Second)
 	def(&t.SyncInterval, 2*time.Second)
 	def(&t.PollInterval, time.Second)
+	def(&t.WorkWait, 30*time.Second)
 	def(&t.CapacityInterval, 5*time.Second)
 	def(&t.TradeRetry, 10*time.Second)
 	def(&t.SubmitWait, 2*time.Second)
@@ -132,6 +146,9 @@ func (t Tuning) withDefaults() Tuning {
 	def(&t.DemandInterval, 5*time.Minute)
 	if t.MaxAttempts <= 0 {
 		t.MaxAttempts = 3
+	}
+	if t.OffloadMargin == 0 {
+		t.OffloadMargin = 0.1
 	}
 	return t
 }
@@ -155,6 +172,8 @@ func (cfg *Config) validate() error {
 		return fmt.Errorf("node: config field \"max_voters\": %d, want 1, 3 or 5", cfg.MaxVoters)
 	case cfg.PricePerHour < 0:
 		return fmt.Errorf("node: config field \"price_per_hour\": %v is negative", cfg.PricePerHour)
+	case math.IsNaN(cfg.Tuning.OffloadMargin) || math.IsInf(cfg.Tuning.OffloadMargin, 0):
+		return fmt.Errorf("node: config field \"tuning.offload_margin\": %v is not a number", cfg.Tuning.OffloadMargin)
 	}
 	if !cfg.Resources.IsZero() {
 		n := placement.Node{ID: cfg.Name, Region: cfg.Region, Total: cfg.Resources, Free: cfg.Resources,

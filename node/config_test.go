@@ -1,6 +1,7 @@
 package node
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -23,6 +24,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{func(c *Config) { c.MaxVoters = 4 }, `"max_voters"`},
 		{func(c *Config) { c.PricePerHour = -1 }, `"price_per_hour"`},
 		{func(c *Config) { c.Resources = placement.Resources{ComputePerHour: -3} }, `resources`},
+		{func(c *Config) { c.Tuning.OffloadMargin = math.NaN() }, `"tuning.offload_margin"`},
 	} {
 		c := ok
 		tc.mut(&c)
@@ -35,7 +37,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if err := c.validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
-	if c.MaxVoters != 3 || c.Tuning.PlaceInterval == 0 || c.Logger == nil {
+	if c.MaxVoters != 3 || c.Tuning.PlaceInterval == 0 || c.Tuning.OffloadMargin != 0.1 || c.Tuning.WorkWait == 0 || c.Logger == nil {
 		t.Errorf("defaults not filled: %+v", c)
 	}
 }

@@ -123,16 +123,12 @@ func memberGone(m gossip.Member, rec gossip.Record, hasRec bool) (gone bool, why
 func (a *Agent) syncNodes(ctx context.Context) {
 	l := a.server.Ledger()
 	members := map[string]gossip.Member{}
-	for _, m := range a.gossip.Members() {
-		if m.Region == a.cfg.Region {
-			members[m.Name] = m
-		}
+	for _, m := range a.gossip.RegionMembers(a.cfg.Region) {
+		members[m.Name] = m
 	}
 	records := map[string]gossip.Record{}
-	for _, r := range a.gossip.Records() {
-		if r.Region == a.cfg.Region {
-			records[r.Node] = r
-		}
+	for _, r := range a.gossip.RegionRecords(a.cfg.Region) {
+		records[r.Node] = r
 	}
 	var cmds []consensus.Command
 	var lost []consensus.Allocation
@@ -244,28 +240,28 @@ func (a *Agent) notifyRemoteStops(ctx context.Context, allocs []consensus.Alloca
 // duty goroutine only, so two passes never race for the same capacity.
 func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	l := a.server.Ledger()
-	var pending []consensus.Job
-	for _, j := range l.Jobs() {
-		if j.State == consensus.JobPending {
-			pending = append(pending, j)
-		}
-	}
+	pending := l.PendingJobs()
 	a.metrics.pending.Set(float64(len(pending)))
 	if len(pending) == 0 {
 		a.releaseWaiters()
 		return
 	}
 	var nodes []placement.Node
+	price := map[string]float64{}
 	for _, n := range l.Nodes() {
 		if n.State == consensus.NodeReady {
 			nodes = append(nodes, n.Placement())
+			price[n.ID] = n.PricePerHour
 		}
 	}
-	jobs := make([]placement.Job, len(pending))
+	jobs := make([]placement.Job, 0, len(pending))
 	byID := make(map[string]consensus.Job, len(pending))
-	for i, j := range pending {
-		jobs[i] = j.Spec
+	for _, j := range pending {
 		byID[j.ID] = j
+		if a.desk != nil && a.desk.Trading(j.ID) {
+			continue // its auction decides; placing it here too would race it
+		}
+		jobs = append(jobs, j.Spec)
 	}
 	plan, err := a.place.Pack(jobs, nodes)
 	if err != nil {
@@ -273,6 +269,15 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 		// loudly but keep the region running.
 		a.log.Error("placement refused the ledger's jobs or nodes", "err", err)
 		return
+	}
+	offload := a.cheaperElsewhere(plan, byID, price)
+	if len(offload) > 0 {
+		// Pack again without them: the room they took may fit others.
+		jobs = slices.DeleteFunc(jobs, func(j placement.Job) bool { _, off := offload[j.ID]; return off })
+		if plan, err = a.place.Pack(jobs, nodes); err != nil {
+			a.log.Error("placement refused the ledger's jobs or nodes", "err", err)
+			return
+		}
 	}
 	cmds := make([]consensus.Command, 0, len(plan.Placements))
 	for _, p := range plan.Placements {
@@ -298,6 +303,17 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	}
 	now := time.Now()
 	var toTrade []consensus.Job
+	for id, homePrice := range offload {
+		j := byID[id]
+		if c := j.Spec.MaxPricePerHour; c == 0 || homePrice < c {
+			j.Spec.MaxPricePerHour = homePrice
+		}
+		toTrade = append(toTrade, j)
+		reasons[id] = fmt.Sprintf("another region asks clearly less than home's $%.2f/h; offered to the market first", homePrice)
+		a.mu.Lock()
+		a.tradedAt[id] = now
+		a.mu.Unlock()
+	}
 	for _, u := range plan.Unplaced {
 		j := byID[u.JobID]
 		reason := u.Reason()
@@ -322,6 +338,11 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	for id := range a.tradedAt {
 		if _, still := byID[id]; !still {
 			delete(a.tradedAt, id)
+		}
+	}
+	for id := range a.offered {
+		if _, still := byID[id]; !still {
+			delete(a.offered, id)
 		}
 	}
 	for id, r := range reasons {
@@ -360,6 +381,36 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 		}
 	}
 	a.releaseWaiters()
+}
+
+// cheaperElsewhere picks, of plan's placements, the jobs to offer to the
+// market first because another region asks clearly less (Tuning.
+// OffloadMargin) than the node home chose costs; it returns each one's home
+// price per node-hour. A job is offered so once: if no seller bids under
+// home's price, the next pass places it at home.
+func (a *Agent) cheaperElsewhere(plan placement.Plan, byID map[string]consensus.Job, price map[string]float64) map[string]float64 {
+	margin := a.cfg.Tuning.OffloadMargin
+	if a.desk == nil || margin < 0 {
+		return nil
+	}
+	var out map[string]float64
+	for _, p := range plan.Placements {
+		a.mu.Lock()
+		tried := a.offered[p.JobID]
+		a.mu.Unlock()
+		j := byID[p.JobID]
+		if tried || !a.desk.CheaperElsewhere(j, price[p.NodeID], margin) {
+			continue
+		}
+		if out == nil {
+			out = map[string]float64{}
+		}
+		out[p.JobID] = price[p.NodeID]
+		a.mu.Lock()
+		a.offered[p.JobID] = true
+		a.mu.Unlock()
+	}
+	return out
 }
 
 // releaseWaiters wakes every submitter waiting for a placement pass.

@@ -46,7 +46,6 @@ type agentMetrics struct {
 	submitted   prometheus.Counter
 	placed      *prometheus.CounterVec
 	pending     prometheus.Gauge
-	tasks       prometheus.Gauge
 	forwarded   prometheus.Counter
 	reportsLeft prometheus.Gauge
 }
@@ -65,10 +64,6 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Namespace: "meridian", Name: "jobs_pending",
 			Help: "Jobs of this node's region waiting for a placement (leader only).",
 		}),
-		tasks: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "meridian", Name: "tasks_running",
-			Help: "Tasks running on this node.",
-		}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "meridian", Name: "requests_forwarded_total",
 			Help: "API requests this node forwarded to another node.",
@@ -78,6 +73,16 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Help: "Task state changes waiting to reach the region's leader.",
 		}),
 	}
-	reg.MustRegister(m.submitted, m.placed, m.pending, m.tasks, m.forwarded, m.reportsLeft)
+	reg.MustRegister(m.submitted, m.placed, m.pending, m.forwarded, m.reportsLeft)
 	return m
+}
+
+// registerTaskGauge exports the number of tasks running, read from the
+// runner at each scrape: the worker loop looks at its tasks only when its
+// allocations change, so a gauge it set would lag a task that ended.
+func registerTaskGauge(reg prometheus.Registerer, running func() int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "meridian", Name: "tasks_running",
+		Help: "Tasks running on this node.",
+	}, func() float64 { return float64(running()) }))
 }

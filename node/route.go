@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -138,12 +139,30 @@ func (a *Agent) handleWork(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeInvalid, "node", "must be a node name")
 		return
 	}
+	q := r.URL.Query()
+	known := q.Get("known")
+	var wait time.Duration
+	if s := q.Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > maxWorkWait {
+			writeError(w, http.StatusBadRequest, api.CodeInvalid, "wait", fmt.Sprintf("must be a duration from 0 to %v", maxWorkWait))
+			return
+		}
+		wait = d
+	}
 	if a.IsLeader() {
-		writeJSON(w, nodeWork(a.server.Ledger(), node))
-		return
+		work, _, err := a.waitWork(r.Context(), node, known, wait)
+		if err == nil {
+			writeJSON(w, work)
+			return
+		}
+		if r.Context().Err() != nil {
+			return // the node hung up
+		}
+		// Leadership moved during the wait: forward to the new leader.
 	}
 	var out json.RawMessage
-	if err := a.callRegionLeader(r.Context(), "GET", "/v1/internal/work?node="+url.QueryEscape(node), nil, &out); err != nil {
+	if err := a.callRegionLeader(r.Context(), "GET", "/v1/internal/work?"+q.Encode(), nil, &out); err != nil {
 		writeError(w, http.StatusServiceUnavailable, api.CodeNoLeader, "", err.Error())
 		return
 	}
@@ -197,8 +216,8 @@ func (a *Agent) regionTargets(region string) []string {
 		_, leaderRaft, _ = a.server.Leader()
 	}
 	var first, rest []string
-	for _, m := range a.gossip.Members() {
-		if m.Region != region || m.Role != gossip.RoleServer || m.Name == a.cfg.Name || m.HTTPAddr == "" {
+	for _, m := range a.gossip.RegionMembers(region) {
+		if m.Role != gossip.RoleServer || m.Name == a.cfg.Name || m.HTTPAddr == "" {
 			continue
 		}
 		if m.State != gossip.StateAlive && m.State != gossip.StateSuspect {

@@ -3,8 +3,12 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/gossip"
+	"github.com/meridian-mesh/meridian/node/api"
 	"github.com/meridian-mesh/meridian/node/runner"
 	"github.com/meridian-mesh/meridian/placement"
 )
@@ -126,31 +131,66 @@ func (a *Agent) onTaskEvent(ev runner.TaskEvent) {
 	a.mu.Unlock()
 	a.metrics.reportsLeft.Set(float64(n))
 	poke(a.capPoke)
+	poke(a.reportPoke)
 }
 
-// workerLoop runs the node's allocations: it polls the region's leader for
-// them, starts the ones not running, stops the ones that ended, and sends
-// task reports until the leader has committed them.
+// workerLoop runs the node's allocations: it asks the region's leader for
+// them (a blocking query that answers when they change), starts the ones
+// not running, stops the ones that ended, and sends task reports until the
+// leader has committed them.
 func (a *Agent) workerLoop() {
-	t := time.NewTicker(a.cfg.Tuning.PollInterval)
-	defer t.Stop()
 	// finished are allocations whose task ended here; a lagging ledger
 	// must not make the node run them again.
 	finished := map[string]bool{}
-	for {
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-t.C:
-		}
+	known := ""
+	for a.ctx.Err() == nil {
 		a.flushReports(a.ctx)
-		work, err := a.fetchWork(a.ctx)
-		if err != nil {
+		work, version, err := a.awaitWork(known)
+		switch {
+		case a.ctx.Err() != nil:
+			return
+		case errors.Is(err, errReportQueued):
+			continue
+		case err != nil:
 			a.log.Debug("could not fetch allocations; keeping tasks running", "err", err)
+			known = ""
+			select {
+			case <-a.ctx.Done():
+				return
+			case <-a.reportPoke:
+			case <-time.After(a.cfg.Tuning.PollInterval):
+			}
 			continue
 		}
+		known = version
 		a.reconcileTasks(work, finished)
 	}
+}
+
+// errReportQueued ends a wait for new work early: a task report is ready
+// to send.
+var errReportQueued = errors.New("task report queued")
+
+// awaitWork asks for the node's allocations, waiting up to WorkWait at the
+// leader while they are still those of version known ("" answers at once).
+// A queued task report interrupts the wait.
+func (a *Agent) awaitWork(known string) ([]workAlloc, string, error) {
+	ctx, cancel := context.WithCancelCause(a.ctx)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-a.reportPoke:
+			cancel(errReportQueued)
+		case <-stop:
+		}
+	}()
+	work, version, err := a.fetchWork(ctx, known, a.cfg.Tuning.WorkWait)
+	if err != nil && errors.Is(context.Cause(ctx), errReportQueued) {
+		return nil, "", errReportQueued
+	}
+	return work, version, err
 }
 
 func (a *Agent) reconcileTasks(work []workAlloc, finished map[string]bool) {
@@ -201,19 +241,72 @@ func (a *Agent) reconcileTasks(work []workAlloc, finished map[string]bool) {
 				Reason: "task did not start: " + err.Error(), Time: time.Now()})
 		}
 	}
-	a.metrics.tasks.Set(float64(len(a.runner.Running())))
 }
 
-// fetchWork asks the region's leader for this node's live allocations.
-func (a *Agent) fetchWork(ctx context.Context) ([]workAlloc, error) {
+// fetchWork asks the region's leader for this node's live allocations and
+// their version. While they are still those of version known, the leader
+// holds the ask for up to wait; known "" answers at once.
+func (a *Agent) fetchWork(ctx context.Context, known string, wait time.Duration) ([]workAlloc, string, error) {
 	if a.IsLeader() {
-		return nodeWork(a.server.Ledger(), a.cfg.Name), nil
+		work, version, err := a.waitWork(ctx, a.cfg.Name, known, wait)
+		if err == nil || !errors.Is(err, api.ErrNoLeader) {
+			return work, version, err
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Tuning.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, wait+a.cfg.Tuning.RequestTimeout)
 	defer cancel()
+	q := url.Values{"node": {a.cfg.Name}}
+	if known != "" {
+		q.Set("known", known)
+		q.Set("wait", wait.String())
+	}
 	var out []workAlloc
-	err := a.callRegionLeader(ctx, "GET", "/v1/internal/work?node="+a.cfg.Name, nil, &out)
-	return out, err
+	if err := a.callRegionLeader(ctx, "GET", "/v1/internal/work?"+q.Encode(), nil, &out); err != nil {
+		return nil, "", err
+	}
+	return out, workVersion(out), nil
+}
+
+// maxWorkWait bounds the wait a node may ask for.
+const maxWorkWait = 10 * time.Minute
+
+// waitWork is the leader's half of a blocking query for node's allocations:
+// it answers once they differ from version known, when wait has passed,
+// or when this server stops leading (so the node asks the new leader).
+func (a *Agent) waitWork(ctx context.Context, node, known string, wait time.Duration) ([]workAlloc, string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		if !a.IsLeader() {
+			return nil, "", fmt.Errorf("not the region's leader: %w", api.ErrNoLeader)
+		}
+		l := a.server.Ledger()
+		work := nodeWork(l, node)
+		version := workVersion(work)
+		left := time.Until(deadline)
+		if version != known || left <= 0 {
+			return work, version, nil
+		}
+		// Look again at the next commit, and at least every few polls to
+		// notice a lost leadership that brings no commit here.
+		waitCtx, cancel := context.WithTimeout(ctx, min(left, 5*a.cfg.Tuning.PollInterval))
+		_, err := a.server.WaitLedger(waitCtx, l.Index())
+		cancel()
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		_ = err // the slice ended: look again
+	}
+}
+
+// workVersion fingerprints a node's allocations as the worker sees them, so
+// the leader can tell whether a waiting worker's copy is current.
+func workVersion(work []workAlloc) string {
+	h := fnv.New64a()
+	enc := json.NewEncoder(h)
+	for _, w := range work {
+		_ = enc.Encode(w) // writes to a hash cannot fail
+	}
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 // flushReports sends queued task reports to the region's leader and drops
@@ -262,7 +355,7 @@ func (a *Agent) handOver(ctx context.Context) error {
 	}
 	for {
 		a.flushReports(ctx)
-		work, err := a.fetchWork(ctx)
+		work, _, err := a.fetchWork(ctx, "", 0)
 		if err == nil && len(work) == 0 {
 			return nil
 		}

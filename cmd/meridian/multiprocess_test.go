@@ -456,8 +456,10 @@ func TestMultiProcessCluster(t *testing.T) {
 		c.start("use1-c", "us-east-1", append(server("3", "1000", "3"), join...)...),
 	}
 	// Region eu-west-1 joins the same mesh with one server of its own, a
-	// bigger machine than any of us-east-1's.
-	eu := c.start("euw1-a", "eu-west-1", append(server("1", "2000", "2"), join...)...)
+	// bigger machine than any of us-east-1's, dearer per node-hour so that
+	// us-east-1 keeps the jobs it can hold (it offers a job abroad first
+	// only where the ask is clearly below its own price).
+	eu := c.start("euw1-a", "eu-west-1", append(server("1", "2000", "4"), join...)...)
 
 	leader := c.regionHealthy("us-east-1 bootstrapped its Raft group", east, 4)
 	c.regionHealthy("eu-west-1 bootstrapped its Raft group", []*mpAgent{eu}, 4)

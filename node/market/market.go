@@ -416,6 +416,13 @@ func (m *Market) watchGossip(ctx context.Context) {
 			switch ev.Type {
 			case gossip.EventMemberFailed, gossip.EventMemberLeave:
 				delete(known, ev.Member.Region)
+			case gossip.EventRecordUpdate:
+				if ev.Member.Role != gossip.RoleServer {
+					// Only servers claim leadership: a worker's capacity
+					// changes are most of the updates, and a look at the
+					// claims copies every member and record.
+					continue
+				}
 			}
 			check()
 		}
@@ -453,6 +460,11 @@ func (m *Market) Trade(ctx context.Context, jobs []consensus.Job) error {
 		cur, ok := l.Job(j.ID)
 		if !ok || cur.State != consensus.JobPending || cur.AllocID != "" || cur.Remote != nil {
 			continue
+		}
+		if c := j.Spec.MaxPricePerHour; c > 0 && (cur.Spec.MaxPricePerHour == 0 || c < cur.Spec.MaxPricePerHour) {
+			// The caller's tighter cap: a job home could serve is
+			// offered only below what home would cost.
+			cur.Spec.MaxPricePerHour = c
 		}
 		if _, busy := m.inflight[j.ID]; busy {
 			continue
@@ -538,6 +550,28 @@ func (m *Market) Trade(ctx context.Context, jobs []consensus.Job) error {
 		errs = append(errs, fmt.Errorf("market: auction of %d jobs: %w", n, err))
 	}
 	return errors.Join(errs...)
+}
+
+// CheaperElsewhere reports whether another region asks clearly less — by
+// margin (0.1 = 10 %) — for job j than localPrice, what the node home would
+// place it on costs (US dollars per node-hour), per gossip. The leader then
+// offers j to the market, capped at localPrice, before placing it at home.
+func (m *Market) CheaperElsewhere(j consensus.Job, localPrice, margin float64) bool {
+	spec := j.Spec
+	if spec.OriginRegion == "" {
+		spec.OriginRegion = m.cfg.Region
+	}
+	_, ok := m.drv.CheaperElsewhere(auction.Item{ID: j.ID, Kind: auction.ItemJob, Job: spec}, localPrice, margin)
+	return ok
+}
+
+// Trading reports whether job id is being auctioned now: its outcome is not
+// known yet, so the leader must not place it at home meanwhile.
+func (m *Market) Trading(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.inflight[id]
+	return ok
 }
 
 func (m *Market) backOff(ids ...string) {

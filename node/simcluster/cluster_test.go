@@ -374,6 +374,25 @@ func TestTradeAcrossRegions(t *testing.T) {
 			Capacity: capacity, Market: true})
 		defer closeCluster(t, c)
 		home, _ := c.Agent("us-east-1-0")
+		// The buyer invites the regions its gossip says can serve, and a
+		// seller answers only a leader its gossip knows: wait until each
+		// side has heard of the other, so the auction, not the gossip's
+		// pace, decides where the job goes.
+		waitFor(t, "buyer and sellers hear of each other", 2*time.Minute, func() error {
+			for _, region := range []string{"eu-west-1", "ap-northeast-1"} {
+				seller, _ := c.Agent(region + "-0")
+				if r, ok := seller.Gossip().Record("us-east-1-0"); !ok || r.Capacity.Market == nil || !r.Capacity.Market.Leader {
+					return fmt.Errorf("%s has not heard of the buyer's leader yet", region)
+				}
+				if r, ok := home.Gossip().Record(region + "-0"); !ok || r.Capacity.Market == nil || !r.Capacity.Market.Leader || len(r.Capacity.Market.Ask) == 0 {
+					return fmt.Errorf("no ask from %s's leader yet", region)
+				}
+				if r, ok := home.Gossip().Record(region + "-1"); !ok || r.Capacity.Free.ComputePerHour < 500 {
+					return fmt.Errorf("no free capacity known in %s yet", region)
+				}
+			}
+			return nil
+		})
 		if _, _, err := home.SubmitJob(ctx, job("big-1", "us-east-1", 500, 2*time.Minute)); err != nil {
 			t.Fatal(err)
 		}

@@ -246,6 +246,14 @@ func (d *Driver) buy(items []Item) (string, error) {
 	return id, nil
 }
 
+// CheaperElsewhere is CheaperSeller over what the Directory says now: a
+// region that asks clearly less (by margin) than localPrice for it. It
+// reads only the Directory, so any goroutine may call it.
+func (d *Driver) CheaperElsewhere(it Item, localPrice, margin float64) (string, bool) {
+	regions := d.cfg.Directory.Regions()
+	return CheaperSeller(d.m.cfg.Region, it, localPrice, margin, regions, d.rttTable([]Item{it}, regions), d.cfg.Now())
+}
+
 // rttTable asks the Directory for the RTT from every item's origin (or the
 // home region) to every region.
 func (d *Driver) rttTable(items []Item, regions []RegionInfo) RTTTable {

@@ -264,31 +264,12 @@ func SelectSellers(home string, items []Item, regions []RegionInfo, rtt RTTTable
 		if r.Region == home || !r.Reachable {
 			continue
 		}
-		room := r.LargestNode
-		if room.IsZero() {
-			room = r.Surplus
-		}
-		ask := r.Ask
-		if ask != nil && !now.Before(ask.Expires) {
-			ask = nil
-		}
 		best, useful := time.Duration(math.MaxInt64), false
 		for _, it := range items {
-			if !it.Job.Demand.FitsIn(room) {
-				continue
+			if d, _, ok := canServe(home, it, r, rtt, now); ok {
+				useful = true
+				best = min(best, d)
 			}
-			if ask != nil && it.Job.MaxPricePerHour > 0 && ask.MinPrice > it.Job.MaxPricePerHour {
-				continue
-			}
-			d, ok := originRTT(it, home, r.Region, rtt)
-			if it.Job.LatencySLO > 0 && (!ok || d > it.Job.LatencySLO) {
-				continue
-			}
-			if !ok {
-				d = time.Duration(math.MaxInt64)
-			}
-			useful = true
-			best = min(best, d)
 		}
 		if useful {
 			cands = append(cands, cand{r.Region, best})
@@ -308,4 +289,64 @@ func SelectSellers(home string, items []Item, regions []RegionInfo, rtt RTTTable
 		out[i] = c.region
 	}
 	return out
+}
+
+// canServe reports whether gossip says region r could serve it: a node with
+// room for its demand, within its SLO from its origin and, if r publishes
+// an unexpired ask, a minimum price within the item's maximum. It returns
+// the RTT from the origin (MaxInt64 when unknown and the item has no SLO)
+// and r's unexpired ask, if any.
+func canServe(home string, it Item, r RegionInfo, rtt RTTTable, now time.Time) (time.Duration, *Ask, bool) {
+	room := r.LargestNode
+	if room.IsZero() {
+		room = r.Surplus
+	}
+	ask := r.Ask
+	if ask != nil && !now.Before(ask.Expires) {
+		ask = nil
+	}
+	if !it.Job.Demand.FitsIn(room) {
+		return 0, nil, false
+	}
+	if ask != nil && it.Job.MaxPricePerHour > 0 && ask.MinPrice > it.Job.MaxPricePerHour {
+		return 0, nil, false
+	}
+	d, ok := originRTT(it, home, r.Region, rtt)
+	if it.Job.LatencySLO > 0 && (!ok || d > it.Job.LatencySLO) {
+		return 0, nil, false
+	}
+	if !ok {
+		d = time.Duration(math.MaxInt64)
+	}
+	return d, ask, true
+}
+
+// CheaperSeller returns a region that asks clearly less for it than
+// localPrice, what serving it at home costs (US dollars per node-hour, as
+// asks and bids are): a reachable region other than home that could serve
+// it (canServe) and whose unexpired ask, raised by margin (0.1 = 10 %), is
+// still below localPrice. Of several, the lowest ask wins, then the nearest,
+// then the name. A region leader offers such a job to the market before
+// placing it at home, capped at localPrice, so that the trade happens only
+// if a seller's firm bid beats home.
+func CheaperSeller(home string, it Item, localPrice, margin float64, regions []RegionInfo, rtt RTTTable, now time.Time) (string, bool) {
+	if !(localPrice > 0) || margin < 0 {
+		return "", false
+	}
+	best, bestPrice, bestRTT := "", math.Inf(1), time.Duration(math.MaxInt64)
+	for _, r := range regions {
+		if r.Region == home || !r.Reachable {
+			continue
+		}
+		d, ask, ok := canServe(home, it, r, rtt, now)
+		if !ok || ask == nil || !(ask.MinPrice*(1+margin) < localPrice) {
+			continue
+		}
+		better := ask.MinPrice < bestPrice ||
+			ask.MinPrice == bestPrice && (d < bestRTT || d == bestRTT && r.Region < best)
+		if better {
+			best, bestPrice, bestRTT = r.Region, ask.MinPrice, d
+		}
+	}
+	return best, best != ""
 }

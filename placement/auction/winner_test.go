@@ -287,6 +287,52 @@ func TestSelectSellers(t *testing.T) {
 	}
 }
 
+// TestCheaperSeller checks when a job home could serve is offered abroad:
+// only to a region whose ask, raised by the margin, beats home's price, and
+// that could serve it (room, SLO, cap, a live ask).
+func TestCheaperSeller(t *testing.T) {
+	rtt := RTTTable{}
+	rtt.Set("home", "near", 20*time.Millisecond)
+	rtt.Set("home", "mid", 90*time.Millisecond)
+	rtt.Set("home", "far", 300*time.Millisecond)
+	rtt.Set("home", "twin", 90*time.Millisecond)
+	big := placement.Resources{ComputePerHour: 1000, StorageGB: 1000, BandwidthGBps: 100}
+	ask := func(p float64) *Ask { return &Ask{MinPrice: p, Expires: t0.Add(time.Minute)} }
+	regions := []RegionInfo{
+		{Region: "near", Surplus: big, Reachable: true, Ask: ask(95)}, // cheaper, but not clearly
+		{Region: "mid", Surplus: big, Reachable: true, Ask: ask(80)},  // clearly cheaper
+		{Region: "twin", Surplus: big, Reachable: true, Ask: ask(80)}, // as cheap, as near: the name decides
+		{Region: "far", Surplus: big, Reachable: true, Ask: ask(50)},  // cheapest, out of SLO
+		{Region: "quiet", Surplus: big, Reachable: true},              // no ask: no price to compare
+		{Region: "down", Surplus: big, Ask: ask(10)},                  // no live leader
+		{Region: "home", Surplus: big, Reachable: true, Ask: ask(1)},  // home itself
+	}
+	it := jobItem(100, slo(150*time.Millisecond))
+	for _, tc := range []struct {
+		name   string
+		it     Item
+		local  float64
+		margin float64
+		at     time.Time
+		want   string
+	}{
+		{"clearly cheaper within SLO", it, 100, 0.1, t0, "mid"},
+		{"no SLO: the cheapest anywhere", jobItem(100), 100, 0.1, t0, "far"},
+		{"a small margin lets near in, but mid is cheaper", it, 100, 0.01, t0, "mid"},
+		{"home as cheap as everyone", it, 85, 0.1, t0, ""},
+		{"asks expired", it, 100, 0.1, t0.Add(2 * time.Minute), ""},
+		{"over the job's price cap", jobItem(100, slo(150*time.Millisecond), maxPrice(70)), 100, 0.1, t0, ""},
+		{"too big for any node", jobItem(2000, slo(150*time.Millisecond)), 100, 0.1, t0, ""},
+		{"negative margin disables", it, 100, -1, t0, ""},
+		{"no local price", it, 0, 0.1, t0, ""},
+	} {
+		got, ok := CheaperSeller("home", tc.it, tc.local, tc.margin, regions, rtt, tc.at)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: CheaperSeller = %q, %v; want %q", tc.name, got, ok, tc.want)
+		}
+	}
+}
+
 func TestAskPolicy(t *testing.T) {
 	nodes := []placement.Node{testNode("a", 100, 500), testNode("b", 300, 900)}
 	nodes[1].Free.ComputePerHour = 100
