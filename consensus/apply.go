@@ -25,6 +25,9 @@ type Result struct {
 	// Existing reports that the command was a repeat of one already
 	// applied (an idempotent resubmission): nothing changed.
 	Existing bool
+	// Created reports, for SubmitJob, that the job was created by this
+	// command or by an earlier one of the same submission (a retry).
+	Created bool
 	// Expired lists the escrows released and the allocations stopped
 	// because the command's time passed their expiry.
 	Expired []string
@@ -484,17 +487,23 @@ func (tx *ledgerTx) submitJob(c SubmitJob) (Result, *CommandError) {
 	if err := checkTask(c.Task); err != nil {
 		return Result{}, err
 	}
+	if c.Submission != "" {
+		if err := checkID("submission", c.Submission); err != nil {
+			return Result{}, err
+		}
+	}
 	if j, ok := tx.job(c.Job.ID); ok {
 		if reflect.DeepEqual(j.Spec, c.Job) && reflect.DeepEqual(j.Task, c.Task) {
-			return Result{ID: j.ID, Epoch: j.Epoch, Existing: true}, nil
+			return Result{ID: j.ID, Epoch: j.Epoch, Existing: true,
+				Created: c.Submission != "" && c.Submission == j.Submission}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.Job.ID, "job %q was submitted before with a different spec", c.Job.ID)
 	}
 	now := tx.now
 	spec := c.Job
 	spec.Demand = canonRes(spec.Demand)
-	tx.putJob(&Job{ID: c.Job.ID, Spec: spec, Task: c.Task, State: JobPending, Submitted: now, Updated: now})
-	return Result{ID: c.Job.ID}, nil
+	tx.putJob(&Job{ID: c.Job.ID, Spec: spec, Task: c.Task, State: JobPending, Submission: c.Submission, Submitted: now, Updated: now})
+	return Result{ID: c.Job.ID, Created: true}, nil
 }
 
 // placeable returns the job if a new placement may be made for it under

@@ -132,6 +132,11 @@ type SubmitJob struct {
 	Job placement.Job `msgpack:"job"`
 	// Task is how the job runs; nil means a simulated task.
 	Task *TaskSpec `msgpack:"tk,omitempty"`
+	// Submission identifies the client call that sent the command, across
+	// the retries the nodes make for it. A repeat with the same Submission
+	// reports Result.Created: a retry whose first attempt committed (and
+	// whose answer was lost) still tells its caller it created the job.
+	Submission string `msgpack:"sb,omitempty"`
 }
 
 // PlaceJob creates a live allocation of a pending job on a ready node, under

@@ -567,3 +567,24 @@ func TestLedgerVersionsAreSafeToShare(t *testing.T) {
 		t.Fatalf("FSM holds %d jobs, want 200", n)
 	}
 }
+
+// TestSubmitJobCreatedAcrossRetries: a repeat of a submission (same
+// Submission token) reports Created, so a retry whose first attempt
+// committed still tells its caller it created the job; another submission,
+// or one without a token, finds the job.
+func TestSubmitJobCreatedAcrossRetries(t *testing.T) {
+	r := newRun(t)
+	first := r.ok(SubmitJob{Job: job("j1", 10, 1), Submission: "s-1"})
+	if !first.Created || first.Existing {
+		t.Fatalf("first = %+v, want Created", first)
+	}
+	if retry := r.ok(SubmitJob{Job: job("j1", 10, 1), Submission: "s-1"}); !retry.Created || !retry.Existing {
+		t.Fatalf("retry of the same submission = %+v, want Created and Existing", retry)
+	}
+	for _, other := range []string{"s-2", ""} {
+		if got := r.ok(SubmitJob{Job: job("j1", 10, 1), Submission: other}); got.Created || !got.Existing {
+			t.Fatalf("submission %q = %+v, want Existing only", other, got)
+		}
+	}
+	r.fails(SubmitJob{Job: job("j2", 10, 1), Submission: "bad\x00token"}, ErrInvalid)
+}

@@ -318,9 +318,11 @@ type Job struct {
 	// AllocID is the job's live allocation in this region, if any.
 	AllocID string `msgpack:"al,omitempty"`
 	// Remote is where the job runs when it was traded to another region.
-	Remote    *RemotePlacement `msgpack:"rm,omitempty"`
-	Submitted time.Time        `msgpack:"su"`
-	Updated   time.Time        `msgpack:"up"`
+	Remote *RemotePlacement `msgpack:"rm,omitempty"`
+	// Submission is the SubmitJob.Submission that created the job.
+	Submission string    `msgpack:"sb,omitempty"`
+	Submitted  time.Time `msgpack:"su"`
+	Updated    time.Time `msgpack:"up"`
 }
 
 // Escrow is capacity held on a node for a buyer region during an auction,

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,9 @@ const (
 	scopeHeader = "X-Meridian-Scope"
 	scopeRegion = "region"
 	maxHops     = 4
+	// submissionHeader carries the token of one client submission through
+	// forwarding and its retries (see consensus.SubmitJob.Submission).
+	submissionHeader = "X-Meridian-Submission"
 )
 
 type ctxKey int
@@ -34,7 +39,24 @@ type ctxKey int
 const (
 	hopsKey ctxKey = iota
 	scopeKey
+	submissionKey
 )
+
+func submissionOf(ctx context.Context) string {
+	s, _ := ctx.Value(submissionKey).(string)
+	return s
+}
+
+func withSubmission(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, submissionKey, token)
+}
+
+// newSubmission returns a fresh submission token: 16 random bytes, hex.
+func newSubmission() string {
+	var b [16]byte
+	_, _ = cryptorand.Read(b[:]) // never fails (crypto/rand panics instead)
+	return hex.EncodeToString(b[:])
+}
 
 func hopsOf(ctx context.Context) int {
 	n, _ := ctx.Value(hopsKey).(int)
@@ -59,6 +81,9 @@ func (t *hopTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set(hopsHeader, strconv.Itoa(hopsOf(r.Context())+1))
 	if regionScoped(r.Context()) {
 		r.Header.Set(scopeHeader, scopeRegion)
+	}
+	if s := submissionOf(r.Context()); s != "" {
+		r.Header.Set(submissionHeader, s)
 	}
 	return t.base.RoundTrip(r)
 }
@@ -96,6 +121,13 @@ func (a *Agent) newHandler() http.Handler {
 		}
 		if r.Header.Get(scopeHeader) == scopeRegion {
 			ctx = withRegionScope(ctx)
+		}
+		if s := r.Header.Get(submissionHeader); s != "" {
+			if !api.ValidID(s) {
+				writeError(w, http.StatusBadRequest, api.CodeInvalid, submissionHeader, "must be an ID (letters, digits, '-', '_', '.')")
+				return
+			}
+			ctx = withSubmission(ctx, s)
 		}
 		if strings.HasPrefix(r.URL.Path, "/v1/internal/") && !a.authorized(w, r) {
 			return

@@ -25,6 +25,12 @@ var _ api.Service = (*Agent)(nil)
 func (a *Agent) SubmitJob(ctx context.Context, spec api.JobSpec) (api.JobStatus, bool, error) {
 	spec = spec.Normalized()
 	home := spec.HomeRegion
+	if submissionOf(ctx) == "" {
+		// The entry node names this submission, so the home leader can
+		// tell a retry of it (after an answer lost to a crash) from
+		// another client's resubmission.
+		ctx = withSubmission(ctx, newSubmission())
+	}
 	if !a.knownRegion(home) {
 		return api.JobStatus{}, false, &api.FieldError{Field: "home_region",
 			Message: fmt.Sprintf("region %q has no node in the mesh", home)}
@@ -55,7 +61,7 @@ func (a *Agent) SubmitJob(ctx context.Context, spec api.JobSpec) (api.JobStatus,
 	}
 	a.waiters[spec.ID] = append(a.waiters[spec.ID], wait)
 	a.mu.Unlock()
-	res, err := a.server.Propose(ctx, consensus.SubmitJob{Job: pj, Task: task})
+	res, err := a.server.Propose(ctx, consensus.SubmitJob{Job: pj, Task: task, Submission: submissionOf(ctx)})
 	if err == nil {
 		err = res[0].Err
 	}
@@ -63,7 +69,7 @@ func (a *Agent) SubmitJob(ctx context.Context, spec api.JobSpec) (api.JobStatus,
 		a.dropWaiter(spec.ID, wait)
 		return api.JobStatus{}, false, ledgerErr(err)
 	}
-	created := !res[0].Existing
+	created := res[0].Created
 	if created {
 		a.metrics.submitted.Inc()
 		poke(a.placePoke)

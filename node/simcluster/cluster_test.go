@@ -186,7 +186,32 @@ func TestEndToEnd(t *testing.T) {
 				t.Fatalf("POST /v1/jobs #%d: %d %s, want %d", i+1, rec.Code, rec.Body.String(), want)
 			}
 		}
+		// A retry of one submission (same X-Meridian-Submission, as a
+		// node's forwarding sends after a lost answer) still reports the
+		// creation: 201 twice; another submission finds the job (200).
+		body = `{"id":"http-2","origin_region":"eu-west-1","demand":{"compute":50},"duration_s":600}`
+		for i, tc := range []struct {
+			token string
+			want  int
+		}{{"sub-1", http.StatusCreated}, {"sub-1", http.StatusCreated}, {"sub-2", http.StatusOK}, {"", http.StatusOK}} {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, "/v1/jobs", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if tc.token != "" {
+				req.Header.Set("X-Meridian-Submission", tc.token)
+			}
+			entry.Handler().ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Fatalf("POST /v1/jobs http-2 #%d (submission %q): %d %s, want %d", i+1, tc.token, rec.Code, rec.Body.String(), tc.want)
+			}
+		}
 		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/v1/jobs", strings.NewReader(body))
+		req.Header.Set("X-Meridian-Submission", "not a token")
+		if entry.Handler().ServeHTTP(rec, req); rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "X-Meridian-Submission") {
+			t.Errorf("bad submission header: %d %s, want 400 naming it", rec.Code, rec.Body.String())
+		}
+		rec = httptest.NewRecorder()
 		entry.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/jobs", strings.NewReader(`{"id":"bad","origin_region":"eu-west-1","demand":{"compute":-1}}`)))
 		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "demand.compute") {
 			t.Errorf("bad body: %d %s, want 400 naming demand.compute", rec.Code, rec.Body.String())
