@@ -42,7 +42,7 @@ bench:
 
 ## chaos: the long chaos suite (outside CI)
 chaos:
-	$(GO) test -count=1 -timeout 120m -run '^TestChaos$$' -parallel 3 -v ./test/chaos/ -args -seeds 200 -scenario random -json chaos-report.json
+	$(GO) test -count=1 -timeout 120m -run '^TestChaos$$' -parallel 3 -v ./test/chaos/ -args -seeds 200 -scenario random -json $(CURDIR)/chaos-report.json
 
 ## lint: gofmt check and go vet
 lint:
