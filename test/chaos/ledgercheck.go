@@ -31,6 +31,10 @@ type Snapshot struct {
 	Escrows []consensus.Escrow     `json:"escrows"`
 	// Jobs are the jobs the region owns; only final snapshots carry them.
 	Jobs []consensus.Job `json:"jobs,omitempty"`
+	// Unreported are the allocations this region sold that ended and whose
+	// end the buyer has not acknowledged yet; only final snapshots carry
+	// them.
+	Unreported []consensus.Allocation `json:"unreported,omitempty"`
 }
 
 // TakeSnapshot reads a ledger replica. A final snapshot (final = true)
@@ -52,6 +56,7 @@ func TakeSnapshot(at time.Time, server string, leaderSince time.Time, l *consens
 		}
 	}
 	s.Jobs = l.Jobs()
+	s.Unreported = l.UnreportedSold()
 	return s
 }
 
@@ -386,6 +391,12 @@ func CheckJobs(final []Snapshot, acked map[string]string) JobsVerdict {
 				bad(stale, "stale-allocation", k.region, k.id, "%s e%d names allocation %s, but the live one is %s", j.State, j.Epoch, j.AllocID, describeLive(ls))
 			}
 		case j.Remote != nil:
+			if len(ls) == 0 && reporting(ref[j.Remote.Region], j.Remote.AuctionID, j.Remote.ItemID) {
+				// The seller ended it and is telling the buyer: the
+				// snapshots caught the report in flight (jobs keep
+				// finishing while the final reads run).
+				continue
+			}
 			if len(ls) == 0 {
 				bad(lost, "lost", k.region, k.id, "%s e%d names auction %s item %s in %s, where nothing of it is live",
 					j.State, j.Epoch, j.Remote.AuctionID, j.Remote.ItemID, j.Remote.Region)
@@ -446,4 +457,16 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// reporting reports whether the seller's final snapshot shows the
+// allocation of an auction item ended and its end not yet acknowledged by
+// the buyer: the seller's market keeps reporting it until it is.
+func reporting(seller Snapshot, auctionID, itemID string) bool {
+	for _, a := range seller.Unreported {
+		if a.AuctionID == auctionID && a.ItemID == itemID {
+			return true
+		}
+	}
+	return false
 }

@@ -284,6 +284,20 @@ func TestCheckJobsCatches(t *testing.T) {
 			s.Live = nil
 			return acked
 		}, []string{"j2"}, nil, nil, []string{"lost"}},
+		{"a traded job whose seller ended it and is reporting the end", func(b, s *Snapshot) map[string]string {
+			ended := s.Live[0]
+			ended.State = consensus.AllocStopped
+			s.Unreported = []consensus.Allocation{ended}
+			s.Live = nil
+			return acked
+		}, nil, nil, nil, nil},
+		{"a traded job whose seller reports another item's end", func(b, s *Snapshot) map[string]string {
+			ended := s.Live[0]
+			ended.State, ended.ItemID = consensus.AllocStopped, "other"
+			s.Unreported = []consensus.Allocation{ended}
+			s.Live = nil
+			return acked
+		}, []string{"j2"}, nil, nil, []string{"lost"}},
 		{"a placed job whose allocation is gone", func(b, s *Snapshot) map[string]string {
 			b.Live = nil
 			return acked

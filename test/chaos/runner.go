@@ -878,7 +878,8 @@ func (l *loader) do(loadCtx, opsCtx context.Context, op PlannedOp, client int) {
 }
 
 // settle waits, up to max, until the mesh is quiet after the final heal:
-// every region has a leader, no leader holds an escrow or an open trade,
+// every region has a leader, no leader holds an escrow, an open trade or
+// the unacknowledged end of an allocation it sold,
 // every replica has applied at least what its leader had applied a second
 // before (so a replica that keeps up with a busy leader counts as caught
 // up), and the final gossip measurement has seen the members converge. It
@@ -915,6 +916,9 @@ func settle(ctx context.Context, cl *simcluster.Cluster, regions []string, conv 
 				if t.State.Open() {
 					why = append(why, fmt.Sprintf("%s has trade %s/%s %s", r, t.AuctionID, t.ItemID, t.State))
 				}
+			}
+			if n := len(l.UnreportedSold()); n > 0 {
+				why = append(why, fmt.Sprintf("%s has %d sold allocation end(s) its buyers have not acknowledged", r, n))
 			}
 			want, ok := prev[r]
 			if !ok {
