@@ -50,6 +50,12 @@ type Evaluation struct {
 	// ServedUSD is the spend on capacity; PenaltyUSD the unserved work's.
 	ServedUSD  float64 `json:"served_usd"`
 	PenaltyUSD float64 `json:"penalty_usd"`
+	// ServedAtListUSD is the served work at the serving nodes' own prices:
+	// for a traded job, what its seller's node costs rather than the
+	// trade's price, which includes the seller's utilization markup — a
+	// transfer between regions of one operator. The baselines pay list
+	// prices, so for them it equals ServedUSD.
+	ServedAtListUSD float64 `json:"served_at_list_usd"`
 	// Jobs, Placed and Traded count jobs; Traded ran outside their origin.
 	Jobs   int `json:"jobs"`
 	Placed int `json:"placed"`
@@ -173,6 +179,7 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 			ev.SLOMisses++
 		}
 		ev.ServedUSD += res.CostPerHour * j.Duration.Hours()
+		ev.ServedAtListUSD += w.price[res.Region] * j.Demand.ComputePerHour / w.node.ComputePerHour * j.Duration.Hours()
 		latencies = append(latencies, float64(res.PlacementLatency)/float64(time.Millisecond))
 		runEnd := res.Start.Add(j.Duration)
 		spread(ev.Timeline.CostUSD, res.Start, runEnd, res.CostPerHour)

@@ -40,6 +40,10 @@ func TestEvaluateHandMadeOutcome(t *testing.T) {
 	if math.Abs(ev.ServedUSD-served) > 1e-12 || math.Abs(ev.PenaltyUSD-unserved) > 1e-12 || math.Abs(r.CostUSD-served-unserved) > 1e-12 {
 		t.Errorf("served %v, penalty %v, cost %v; want %v + %v", ev.ServedUSD, ev.PenaltyUSD, r.CostUSD, served, unserved)
 	}
+	// Every job here paid its node's list price, so the two agree.
+	if math.Abs(ev.ServedAtListUSD-served) > 1e-12 {
+		t.Errorf("served at list %v; want %v", ev.ServedAtListUSD, served)
+	}
 	if r.PlacedPct != 75 || ev.Placed != 3 || ev.Traded != 1 || ev.Unplaced["full"] != 1 {
 		t.Errorf("placed %v%% (%d), traded %d, unplaced %v", r.PlacedPct, ev.Placed, ev.Traded, ev.Unplaced)
 	}
