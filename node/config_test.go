@@ -37,7 +37,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	if err := c.validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
-	if c.MaxVoters != 3 || c.Tuning.PlaceInterval == 0 || c.Tuning.OffloadMargin != 0.1 || c.Tuning.WorkWait == 0 || c.Logger == nil {
+	if c.MaxVoters != 3 || c.Tuning.PlaceInterval == 0 || c.Tuning.OffloadMargin != 0 || c.Tuning.WorkWait == 0 || c.Logger == nil {
 		t.Errorf("defaults not filled: %+v", c)
 	}
 }

@@ -390,7 +390,7 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 // home's price, the next pass places it at home.
 func (a *Agent) cheaperElsewhere(plan placement.Plan, byID map[string]consensus.Job, price map[string]float64) map[string]float64 {
 	margin := a.cfg.Tuning.OffloadMargin
-	if a.desk == nil || margin < 0 {
+	if a.desk == nil || !(margin > 0) {
 		return nil
 	}
 	var out map[string]float64

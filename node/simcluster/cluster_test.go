@@ -446,3 +446,54 @@ func TestTradeAcrossRegions(t *testing.T) {
 		})
 	})
 }
+
+// TestOffloadForPrice: with Tuning.OffloadMargin set, a job that fits at
+// home is bought from a region that asks clearly less; with a seller dearer
+// than home, the same kind of job stays home.
+func TestOffloadForPrice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		capacity := func(region string, ordinal int) simcluster.NodeCapacity {
+			price := map[string]float64{"us-east-1": 100, "eu-west-1": 10, "ap-northeast-1": 300}[region]
+			if ordinal == 0 {
+				return simcluster.NodeCapacity{}
+			}
+			return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 1000}, PricePerHour: price}
+		}
+		c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: 5,
+			Capacity: capacity, Market: true, Tuning: node.Tuning{OffloadMargin: 0.25}})
+		defer closeCluster(t, c)
+		home, _ := c.Agent("us-east-1-0")
+		seller, _ := c.Agent("eu-west-1-0")
+		waitFor(t, "buyer and seller hear of each other", 2*time.Minute, func() error {
+			if r, ok := home.Gossip().Record("eu-west-1-0"); !ok || r.Capacity.Market == nil || len(r.Capacity.Market.Ask) == 0 {
+				return errors.New("no ask from eu-west-1 yet")
+			}
+			if r, ok := seller.Gossip().Record("us-east-1-0"); !ok || r.Capacity.Market == nil || !r.Capacity.Market.Leader {
+				return errors.New("eu-west-1 has not heard of us-east-1's leader yet")
+			}
+			return nil
+		})
+		if _, _, err := home.SubmitJob(ctx, job("cheap-1", "us-east-1", 100, 10*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "job offloaded to the cheaper region", time.Minute, func() error {
+			st, err := home.Job(ctx, "cheap-1")
+			if err == nil && (st.Region != "eu-west-1" || st.State != api.JobTraded && st.State != api.JobRunning) {
+				err = fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
+			}
+			return err
+		})
+		// The cheapest region keeps its own job: every other is dearer.
+		if _, _, err := seller.SubmitJob(ctx, job("home-1", "eu-west-1", 100, 10*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "cheapest region keeps its job", time.Minute, func() error {
+			st, err := seller.Job(ctx, "home-1")
+			if err == nil && (st.Region != "eu-west-1" || st.State != api.JobPlaced && st.State != api.JobRunning) {
+				err = fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
+			}
+			return err
+		})
+	})
+}
