@@ -288,13 +288,13 @@ func (a *Agent) waitWork(ctx context.Context, node, known string, wait time.Dura
 		}
 		// Look again at the next commit, and at least every few polls to
 		// notice a lost leadership that brings no commit here.
+		// Either a commit or the slice's end: both mean look again.
 		waitCtx, cancel := context.WithTimeout(ctx, min(left, 5*a.cfg.Tuning.PollInterval))
-		_, err := a.server.WaitLedger(waitCtx, l.Index())
+		_, _ = a.server.WaitLedger(waitCtx, l.Index())
 		cancel()
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
-		_ = err // the slice ended: look again
 	}
 }
 
