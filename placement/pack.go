@@ -164,6 +164,10 @@ type packBlock struct {
 	// minPrice the lowest price: with max they bound every score in the
 	// block (see scoreBound).
 	maxRatio, minPrice float64
+	// maxTotal and maxTotalRatio are max and maxRatio of the nodes' total
+	// capacity, which bound scores under bin packing; they never change.
+	maxTotal      Resources
+	maxTotalRatio float64
 }
 
 const packBlockSize = 16
@@ -248,6 +252,14 @@ func newPackState(p *Pipeline, nodes []Node) (*packState, error) {
 	}
 	for b := range ps.blocks {
 		ps.updateBlockMax(b)
+		blk := &ps.blocks[b]
+		for i := blk.start; i < blk.end; i++ {
+			t := &ps.nodes[i].Total
+			blk.maxTotal.ComputePerHour = max(blk.maxTotal.ComputePerHour, t.ComputePerHour)
+			blk.maxTotal.StorageGB = max(blk.maxTotal.StorageGB, t.StorageGB)
+			blk.maxTotal.BandwidthGBps = max(blk.maxTotal.BandwidthGBps, t.BandwidthGBps)
+			blk.maxTotalRatio = max(blk.maxTotalRatio, t.ComputePerHour/ps.price[i])
+		}
 	}
 	return ps, nil
 }
@@ -269,16 +281,21 @@ func (ps *packState) updateBlockMax(b int) {
 }
 
 // scoreBound returns a number no score of a node in blk can exceed for
-// demand d, latency aside: every term of both models grows with free
-// capacity and shrinks with price, and weights are not negative.
+// demand d, latency aside: every term of both models grows with the
+// capacity scored (free, or total when bin packing) and shrinks with
+// price, and weights are not negative.
 func (c *ScoreConfig) scoreBound(d *Resources, blk *packBlock) float64 {
+	m, ratio := &blk.max, blk.maxRatio
+	if c.Packing == PackBinpack {
+		m, ratio = &blk.maxTotal, blk.maxTotalRatio
+	}
 	if c.Model == ModelWeighted {
-		return c.Compute.Weight*c.Compute.Efficiency.term(d.ComputePerHour, blk.max.ComputePerHour) +
-			c.Storage.Weight*c.Storage.Efficiency.term(d.StorageGB, blk.max.StorageGB) +
-			c.Bandwidth.Weight*c.Bandwidth.Efficiency.term(d.BandwidthGBps, blk.max.BandwidthGBps) -
+		return c.Compute.Weight*c.Compute.Efficiency.term(d.ComputePerHour, m.ComputePerHour) +
+			c.Storage.Weight*c.Storage.Efficiency.term(d.StorageGB, m.StorageGB) +
+			c.Bandwidth.Weight*c.Bandwidth.Efficiency.term(d.BandwidthGBps, m.BandwidthGBps) -
 			c.Lambda*blk.minPrice
 	}
-	return d.ComputePerHour * blk.maxRatio
+	return d.ComputePerHour * ratio
 }
 
 // belowThreshold reports whether bound, give or take rounding, is below
@@ -345,15 +362,16 @@ func (ps *packState) place(job *Job, jobIdx int, plan *Plan) {
 				continue
 			}
 			f := &ps.free[i]
+			b := cfg.basis(ps.nodes[i], f)
 			var s float64
 			if costEff {
 				// ScoreConfig.score, written out for the common model.
-				s = costEfficiency(f.ComputePerHour, d.ComputePerHour, price)
+				s = costEfficiency(b.ComputePerHour, d.ComputePerHour, price)
 				if jv.hasLatency {
 					s -= penalty
 				}
 			} else {
-				s = cfg.score(*d, *f, price, lat.rtt, jv.hasLatency)
+				s = cfg.score(*d, *b, price, lat.rtt, jv.hasLatency)
 			}
 			if s < threshold || !fits(d, f) || math.IsNaN(s) || math.IsInf(s, 0) {
 				continue
@@ -431,7 +449,7 @@ func (ps *packState) place(job *Job, jobIdx int, plan *Plan) {
 			continue
 		}
 		tied = true
-		if compareTieBreak(ps.nodes[i], ps.nodes[best]) < 0 {
+		if compareTieBreak(ps.nodes[i], ps.nodes[best], ps.free[i].ComputePerHour, ps.free[best].ComputePerHour, cfg.Packing) < 0 {
 			best = i
 		}
 	}
@@ -440,7 +458,7 @@ func (ps *packState) place(job *Job, jobIdx int, plan *Plan) {
 	if jv.hasLatency {
 		lat = lats[ps.bucketOf(int(ps.blockOf[best]))]
 	}
-	c := cfg.components(*d, ps.free[best], n.PricePerHour, lat.rtt, jv.hasLatency)
+	c := cfg.components(*d, *cfg.basis(n, &ps.free[best]), n.PricePerHour, lat.rtt, jv.hasLatency)
 	plan.Placements = append(plan.Placements, Placement{
 		JobID: job.ID, JobIndex: jobIdx, NodeID: n.ID, NodeIndex: ps.input[best],
 		Score: ps.scores[best], Components: c, Tied: tied,
@@ -476,7 +494,7 @@ func (ps *packState) explainUnplaced(jv *jobView, jobIdx int, lats []latency) Un
 			node := ps.nodes[i]
 			v := jv.check(node, &ps.free[i], lat)
 			if f == FilterInvalidNode {
-				s := ps.p.score.score(jv.demand, ps.free[i], node.PricePerHour, lat.rtt, jv.hasLatency)
+				s := ps.p.score.score(jv.demand, *ps.p.score.basis(node, &ps.free[i]), node.PricePerHour, lat.rtt, jv.hasLatency)
 				v = verdict{filter: FilterInvalidNode, code: reasonBadScore, have: s}
 			}
 			u.samples[f] = newRejection(v, ps.input[i], node, jv)

@@ -29,6 +29,7 @@ func unplacedIDs(p Plan) []string {
 func TestPack(t *testing.T) {
 	tests := []struct {
 		name     string
+		packing  Packing
 		nodes    []Node
 		jobs     []Job
 		want     []placed
@@ -44,10 +45,32 @@ func TestPack(t *testing.T) {
 			// j1: node1 and node3 tie at E=20, node1 wins. j2: node1 has 100
 			// free left (E=10), node3 20 wins. j3: node2 18.75 wins over
 			// node1's 10. j4: node2 has 50 left, too little; node1 takes it.
-			name:  "each job is ranked on the free resources the previous ones left",
+			name:    "spread: each job is ranked on the free resources the previous ones left",
+			packing: PackSpread,
+			nodes:   ExampleNodes(),
+			jobs:    []Job{computeJob("j1", 100), computeJob("j2", 100), computeJob("j3", 100), computeJob("j4", 100)},
+			want:    []placed{{"j1", "node1"}, {"j2", "node3"}, {"j3", "node2"}, {"j4", "node1"}},
+		},
+		{
+			// Bin packing scores the machines (E = 20, 18.75, 20), so node1
+			// (the tie-break's larger node) takes jobs until it is full,
+			// then node3, then node2.
+			name:  "binpack: a node fills up before the next equally efficient one is used",
 			nodes: ExampleNodes(),
 			jobs:  []Job{computeJob("j1", 100), computeJob("j2", 100), computeJob("j3", 100), computeJob("j4", 100)},
-			want:  []placed{{"j1", "node1"}, {"j2", "node3"}, {"j3", "node2"}, {"j4", "node1"}},
+			want:  []placed{{"j1", "node1"}, {"j2", "node1"}, {"j3", "node3"}, {"j4", "node2"}},
+		},
+		{
+			// Identical nodes: the best fit among them takes the job, so a
+			// whole node stays free for the large job that follows.
+			name: "binpack: best fit among identical nodes keeps a whole node free",
+			nodes: func() []Node {
+				a, b := node("a", 100, 100, 10, 100), node("b", 100, 100, 10, 100)
+				a.Free.ComputePerHour = 60
+				return []Node{a, b}
+			}(),
+			jobs: []Job{computeJob("j1", 50), computeJob("j2", 40)},
+			want: []placed{{"j1", "a"}, {"j2", "b"}},
 		},
 		{
 			name:     "jobs that fit nowhere are reported, the rest still placed",
@@ -101,9 +124,9 @@ func TestPack(t *testing.T) {
 			unplaced: []string{"g3", "s2"},
 		},
 	}
-	p := newTestPipeline(t, Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			p := newTestPipeline(t, Config{Score: ScoreConfig{Packing: tt.packing}})
 			plan, err := p.Pack(tt.jobs, tt.nodes)
 			if err != nil {
 				t.Fatal(err)

@@ -96,7 +96,7 @@ type ranking struct {
 // ordered returns the feasible nodes' keys, best first.
 func (d *Decision) ordered() []rankKey {
 	r := d.ranking
-	r.once.Do(func() { orderKeys(r.keys, d.nodes) })
+	r.once.Do(func() { orderKeys(r.keys, d.nodes, d.score.Packing) })
 	return r.keys
 }
 
@@ -125,7 +125,7 @@ func (d *Decision) Candidate(i int) Candidate {
 		NodeID:       n.ID,
 		Index:        int(k.idx),
 		Score:        k.score,
-		Components:   d.score.components(d.job.demand, n.Free, n.PricePerHour, k.rtt, d.job.hasLatency),
+		Components:   d.score.components(d.job.demand, *d.score.basis(n, &n.Free), n.PricePerHour, k.rtt, d.job.hasLatency),
 		TotalCompute: n.Total.ComputePerHour,
 		PricePerHour: n.PricePerHour,
 		Tied:         i < d.tied,
@@ -183,7 +183,7 @@ func (p *Pipeline) Rank(job Job, nodes []Node) (Decision, error) {
 		}
 		v := jv.check(n, &n.Free, lat)
 		if v.filter == 0 {
-			s := p.score.score(jv.demand, n.Free, n.PricePerHour, lat.rtt, jv.hasLatency)
+			s := p.score.score(jv.demand, *p.score.basis(n, &n.Free), n.PricePerHour, lat.rtt, jv.hasLatency)
 			if !math.IsNaN(s) && !math.IsInf(s, 0) {
 				sc.keys = append(sc.keys, rankKey{score: s, rtt: lat.rtt, idx: int32(i)})
 				continue
@@ -196,7 +196,7 @@ func (p *Pipeline) Rank(job Job, nodes []Node) (Decision, error) {
 	d := Decision{JobID: job.ID, nodes: nodes, job: jv, score: &p.score}
 	if len(sc.keys) > 0 {
 		d.ranking = &ranking{keys: slices.Clone(sc.keys)}
-		d.winner, d.tied = selectWinner(d.ranking.keys, nodes)
+		d.winner, d.tied = selectWinner(d.ranking.keys, nodes, p.score.Packing)
 	}
 	if len(sc.rejected) > 0 {
 		d.rejected = slices.Clone(sc.rejected)
@@ -207,7 +207,7 @@ func (p *Pipeline) Rank(job Job, nodes []Node) (Decision, error) {
 // selectWinner returns the first key of the order orderKeys would give, and
 // the size of its tie group if it has ties (else 0), in linear time: the
 // group is every key whose score equals the highest within the tolerance.
-func selectWinner(keys []rankKey, nodes []Node) (rankKey, int) {
+func selectWinner(keys []rankKey, nodes []Node, packing Packing) (rankKey, int) {
 	best := 0
 	for i := range keys {
 		if keys[i].score > keys[best].score {
@@ -224,7 +224,7 @@ func selectWinner(keys []rankKey, nodes []Node) (rankKey, int) {
 			continue
 		}
 		group++
-		if tieBreak(nodes, keys[i].idx, keys[best].idx) < 0 {
+		if tieBreak(nodes, keys[i].idx, keys[best].idx, packing) < 0 {
 			best = i
 		}
 	}
@@ -234,19 +234,20 @@ func selectWinner(keys []rankKey, nodes []Node) (rankKey, int) {
 	return keys[best], group
 }
 
-// tieBreak orders nodes[a] and nodes[b], of equal score, by the rule:
-// larger total compute, then lower price, then node ID, then (for
-// duplicate IDs) input position.
-func tieBreak(nodes []Node, a, b int32) int {
-	if c := compareTieBreak(&nodes[a], &nodes[b]); c != 0 {
+// tieBreak orders nodes[a] and nodes[b], of equal score, by the rule of
+// compareTieBreak, then (for duplicate IDs) input position.
+func tieBreak(nodes []Node, a, b int32, packing Packing) int {
+	na, nb := &nodes[a], &nodes[b]
+	if c := compareTieBreak(na, nb, na.Free.ComputePerHour, nb.Free.ComputePerHour, packing); c != 0 {
 		return c
 	}
 	return cmp.Compare(a, b)
 }
 
-// compareTieBreak orders two nodes of equal score: larger total compute,
-// then lower price, then node ID.
-func compareTieBreak(a, b *Node) int {
+// compareTieBreak orders two nodes of equal score, with free compute
+// freeA and freeB: larger total compute, then lower price, then, when bin
+// packing, less free compute (the best fit), then node ID.
+func compareTieBreak(a, b *Node, freeA, freeB float64, packing Packing) int {
 	if a.Total.ComputePerHour != b.Total.ComputePerHour {
 		if a.Total.ComputePerHour > b.Total.ComputePerHour {
 			return -1
@@ -255,6 +256,12 @@ func compareTieBreak(a, b *Node) int {
 	}
 	if a.PricePerHour != b.PricePerHour {
 		if a.PricePerHour < b.PricePerHour {
+			return -1
+		}
+		return 1
+	}
+	if packing == PackBinpack && freeA != freeB {
+		if freeA < freeB {
 			return -1
 		}
 		return 1
@@ -350,7 +357,7 @@ func (r *regionLatencies) get(region string) latency {
 // equal scores are formed from the top (each around the highest score not
 // yet grouped), which keeps the order strict although "equal within a
 // tolerance" is not transitive, and independent of the input order.
-func orderKeys(keys []rankKey, nodes []Node) {
+func orderKeys(keys []rankKey, nodes []Node, packing Packing) {
 	if len(keys) < 2 {
 		return
 	}
@@ -363,7 +370,7 @@ func orderKeys(keys []rankKey, nodes []Node) {
 			end++
 		}
 		if end-start > 1 {
-			slices.SortFunc(keys[start:end], func(a, b rankKey) int { return tieBreak(nodes, a.idx, b.idx) })
+			slices.SortFunc(keys[start:end], func(a, b rankKey) int { return tieBreak(nodes, a.idx, b.idx, packing) })
 		}
 		start = end
 	}

@@ -33,6 +33,11 @@ func TestPackProperties(t *testing.T) {
 				cfg.Score = WeightedConfig(EfficiencyLinear, 2)
 				cfg.Score.Storage.Weight = 0.5
 			}
+			// Both packings, each with every model: seeds 1–4 bin pack,
+			// 5–8 spread, and so on.
+			if (seed-1)/4%2 == 1 {
+				cfg.Score.Packing = PackSpread
+			}
 			p := newTestPipeline(t, cfg)
 			plan, err := p.Pack(jobs, nodes)
 			if err != nil {

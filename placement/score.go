@@ -10,8 +10,9 @@ import (
 type Model uint8
 
 const (
-	// ModelCostEfficiency scores E = C·D/c: free compute times demand per
-	// dollar of the node's hourly price. It is the zero value and the default.
+	// ModelCostEfficiency scores E = C·D/c: compute (the node's total, or
+	// its free compute under PackSpread) times demand per dollar of the
+	// node's hourly price. It is the zero value and the default.
 	ModelCostEfficiency Model = iota
 	// ModelWeighted scores w_C·C·f(D) + w_S·S·g(D) + w_B·B·h(D) − λ·c.
 	ModelWeighted
@@ -101,6 +102,48 @@ func (e Efficiency) term(demand, capacity float64) float64 {
 	return capacity * demand
 }
 
+// Packing says which capacity a node is scored on, and so how a region's
+// jobs spread over its nodes.
+type Packing uint8
+
+const (
+	// PackBinpack scores a node on its total capacity — E = C·D/c is then
+	// a property of the machine, the same whether it is empty or nearly
+	// full — and, among equal scores, prefers the node with the least
+	// free compute that fits (best fit). Identical nodes fill one after
+	// another, which keeps whole nodes free for large jobs: spreading jobs
+	// of up to half a node over every node strands capacity in slivers no
+	// later job fits (docs/benchmark.md measures it). It is the zero value
+	// and the default, as bin packing is Nomad's.
+	PackBinpack Packing = iota
+	// PackSpread scores a node on its free capacity, so the emptiest of
+	// equally priced nodes wins: load spreads evenly, at the cost of
+	// fragmentation.
+	PackSpread
+)
+
+// String returns the packing's name as ParsePacking accepts it.
+func (p Packing) String() string {
+	switch p {
+	case PackBinpack:
+		return "binpack"
+	case PackSpread:
+		return "spread"
+	}
+	return fmt.Sprintf("Packing(%d)", uint8(p))
+}
+
+// ParsePacking returns the packing named name ("binpack" or "spread").
+func ParsePacking(name string) (Packing, error) {
+	switch name {
+	case "binpack":
+		return PackBinpack, nil
+	case "spread":
+		return PackSpread, nil
+	}
+	return 0, &FieldError{Field: "packing", Reason: fmt.Sprintf("unknown packing %q (want binpack or spread)", name)}
+}
+
 // Term weighs one resource in the weighted model.
 type Term struct {
 	// Weight multiplies the term; zero drops the resource from the score.
@@ -110,10 +153,13 @@ type Term struct {
 }
 
 // ScoreConfig configures how nodes are scored. The zero value is the
-// cost-efficiency model E = C·D/c with no latency penalty.
+// cost-efficiency model E = C·D/c with no latency penalty, bin packing.
 type ScoreConfig struct {
 	// Model selects the formula.
 	Model Model
+	// Packing selects the capacity the formula reads (total or free) and
+	// the tie-break among equal scores.
+	Packing Packing
 	// Compute, Storage and Bandwidth weigh the resources in ModelWeighted.
 	Compute, Storage, Bandwidth Term
 	// Lambda is λ, the weight of the node's hourly price in ModelWeighted.
@@ -141,6 +187,9 @@ func (c ScoreConfig) Validate() error {
 	if c.Model > ModelWeighted {
 		return &FieldError{Field: "model", Reason: fmt.Sprintf("unknown model %d", c.Model)}
 	}
+	if c.Packing > PackSpread {
+		return &FieldError{Field: "packing", Reason: fmt.Sprintf("unknown packing %d", c.Packing)}
+	}
 	for _, t := range []struct {
 		name string
 		t    Term
@@ -156,6 +205,15 @@ func (c ScoreConfig) Validate() error {
 		return err
 	}
 	return nonNegative("latency_penalty_per_ms", c.LatencyPenaltyPerMs)
+}
+
+// basis is the capacity a node is scored on: its total under bin packing,
+// what is free of it under spreading.
+func (c *ScoreConfig) basis(n *Node, free *Resources) *Resources {
+	if c.Packing == PackBinpack {
+		return &n.Total
+	}
+	return free
 }
 
 // Components is a score taken apart, so a decision can say what made it.

@@ -369,6 +369,7 @@ func TestScoreConfigValidate(t *testing.T) {
 		{"infinite weight", ScoreConfig{Compute: Term{Weight: math.Inf(1)}}, "weights.compute"},
 		{"negative weight", ScoreConfig{Storage: Term{Weight: -2}}, "weights.storage"},
 		{"unknown model", ScoreConfig{Model: 7}, "model"},
+		{"unknown packing", ScoreConfig{Packing: 4}, "packing"},
 		{"unknown efficiency", ScoreConfig{Bandwidth: Term{Efficiency: 9}}, "weights.bandwidth.efficiency"},
 		{"negative latency penalty", ScoreConfig{LatencyPenaltyPerMs: -0.1}, "latency_penalty_per_ms"},
 	}
@@ -387,5 +388,15 @@ func TestScoreConfigValidate(t *testing.T) {
 	}
 	if _, err := ParseModel("best"); err == nil || !strings.Contains(err.Error(), "unknown model") {
 		t.Errorf("ParseModel(best) error = %v", err)
+	}
+	for _, name := range []string{"binpack", "spread"} {
+		p, err := ParsePacking(name)
+		if err != nil || p.String() != name {
+			t.Errorf("ParsePacking(%q) = %v, %v", name, p, err)
+		}
+	}
+	var fe *FieldError
+	if _, err := ParsePacking("tight"); !errors.As(err, &fe) || fe.Field != "packing" {
+		t.Errorf("ParsePacking(tight) error = %v; want a FieldError on packing", err)
 	}
 }
