@@ -232,8 +232,9 @@ func (d *Driver) buy(items []Item) (string, error) {
 	}
 	now := d.cfg.Now()
 	home := d.m.cfg.Region
-	rtt := d.rttTable(items, d.cfg.Directory.Regions())
-	sellers := SelectSellers(home, items, d.cfg.Directory.Regions(), rtt, now, d.cfg.MaxSellers)
+	regions := d.cfg.Directory.Regions() // a snapshot of gossip: take one
+	rtt := d.rttTable(items, regions)
+	sellers := SelectSellers(home, items, regions, rtt, now, d.cfg.MaxSellers)
 	if len(sellers) == 0 {
 		return "", ErrNoSellers
 	}
@@ -252,6 +253,20 @@ func (d *Driver) buy(items []Item) (string, error) {
 func (d *Driver) CheaperElsewhere(it Item, localPrice, margin float64) (string, bool) {
 	regions := d.cfg.Directory.Regions()
 	return CheaperSeller(d.m.cfg.Region, it, localPrice, margin, regions, d.rttTable([]Item{it}, regions), d.cfg.Now())
+}
+
+// ServableElsewhere is ServableElsewhere over one look at what the
+// Directory says now, for each of items. It reads only the Directory, so
+// any goroutine may call it.
+func (d *Driver) ServableElsewhere(items []Item) []bool {
+	regions := d.cfg.Directory.Regions()
+	rtt := d.rttTable(items, regions)
+	now := d.cfg.Now()
+	out := make([]bool, len(items))
+	for i, it := range items {
+		out[i] = ServableElsewhere(d.m.cfg.Region, it, regions, rtt, now)
+	}
+	return out
 }
 
 // rttTable asks the Directory for the RTT from every item's origin (or the

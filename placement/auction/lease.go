@@ -204,6 +204,9 @@ func (p AskPolicy) MakeAsk(nodes []placement.Node, price PriceFunc, now time.Tim
 			a.LargestNode = n.Free
 		}
 		minPrice = math.Min(minPrice, price(n, u))
+		if a.MinCost == 0 || n.PricePerHour < a.MinCost {
+			a.MinCost = n.PricePerHour
+		}
 	}
 	if math.IsInf(minPrice, 1) || !(minPrice > 0) {
 		return Ask{}, false
@@ -308,7 +311,7 @@ func canServe(home string, it Item, r RegionInfo, rtt RTTTable, now time.Time) (
 	if !it.Job.Demand.FitsIn(room) {
 		return 0, nil, false
 	}
-	if ask != nil && it.Job.MaxPricePerHour > 0 && ask.MinPrice > it.Job.MaxPricePerHour {
+	if ask != nil && it.Job.MaxPricePerHour > 0 && ask.Floor() > it.Job.MaxPricePerHour {
 		return 0, nil, false
 	}
 	d, ok := originRTT(it, home, r.Region, rtt)
@@ -319,6 +322,23 @@ func canServe(home string, it Item, r RegionInfo, rtt RTTTable, now time.Time) (
 		d = time.Duration(math.MaxInt64)
 	}
 	return d, ask, true
+}
+
+// ServableElsewhere reports whether a reachable region other than home
+// could serve it, per gossip (canServe: room on one node, within its SLO
+// from its origin and its maximum price). A region leader that keeps its
+// own capacity for the work only it can serve offers such a job to the
+// market first.
+func ServableElsewhere(home string, it Item, regions []RegionInfo, rtt RTTTable, now time.Time) bool {
+	for _, r := range regions {
+		if r.Region == home || !r.Reachable {
+			continue
+		}
+		if _, _, ok := canServe(home, it, r, rtt, now); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // CheaperSeller returns a region that asks clearly less for it than

@@ -31,8 +31,8 @@ func TestTwoRegionsTradeOneJob(t *testing.T) {
 		t.Fatalf("confirmed events = %d, want 1\n%s", got, w.dumpTrace())
 	}
 	alloc := w.eventsOf(EventAllocated)[0]
-	// DefaultPricing: cost 900 · 1.1 · (1 + u²) with u = 100/200 after the hold.
-	wantPrice := 900 * 1.1 * (1 + 0.25)
+	// DefaultPricing: cost 900 · 1.05 · (1 + 0.5·u²) with u = 100/200 after the hold.
+	wantPrice := 900 * 1.05 * (1 + 0.5*0.25)
 	if alloc.Seller != "eu-west-1" || alloc.Node != "euw1-a" || math.Abs(alloc.Price-wantPrice) > 1e-9 || alloc.Epoch != 1 {
 		t.Errorf("allocated = %+v, want eu-west-1/euw1-a at %.4g epoch 1", alloc, wantPrice)
 	}

@@ -281,8 +281,22 @@ type Ask struct {
 	// MinPrice is the lowest price the region would quote now, US dollars
 	// per node-hour.
 	MinPrice float64 `msgpack:"p"`
+	// MinCost is the lowest cost of a node with free capacity, US dollars
+	// per node-hour: the least the region sells for to a buyer whose limit
+	// is under MinPrice (QuoteItems). Zero when the seller does not say
+	// (older agents), in which case MinPrice is the floor.
+	MinCost float64 `msgpack:"c,omitempty"`
 	// Expires is when the ask lapses.
 	Expires time.Time `msgpack:"x"`
+}
+
+// Floor is the least the region sells for: MinCost when it says, else
+// MinPrice.
+func (a *Ask) Floor() float64 {
+	if a.MinCost > 0 && a.MinCost < a.MinPrice {
+		return a.MinCost
+	}
+	return a.MinPrice
 }
 
 // Encode validates env and returns its msgpack encoding.
@@ -611,6 +625,11 @@ func (a *Ask) validate() error {
 	}
 	if err := checkPositive("ask.min_price", a.MinPrice); err != nil {
 		return err
+	}
+	if a.MinCost != 0 {
+		if err := checkPositive("ask.min_cost", a.MinCost); err != nil {
+			return err
+		}
 	}
 	return checkTime("ask.expires", a.Expires)
 }

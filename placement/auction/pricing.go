@@ -26,9 +26,13 @@ func UtilizationPricing(markup, surge float64) PriceFunc {
 	}
 }
 
-// DefaultPricing is UtilizationPricing(0.10, 1.0): 10% over cost when idle,
-// up to 2.2× cost when full.
-var DefaultPricing = UtilizationPricing(0.10, 1.0)
+// DefaultPricing is UtilizationPricing(0.05, 0.5): 5% over cost when idle,
+// up to 1.575× cost when full. The surge is kept moderate because a job's
+// price limit binds the trade price: a steeper one (1.1·(1+u²) was the first
+// default) priced the work of a job capped at 1.2× its home price out of
+// every other region past half load, and it stayed unplaced where the
+// regions' own prices would have served it (docs/benchmark.md).
+var DefaultPricing = UtilizationPricing(0.05, 0.5)
 
 // Quote is a seller's offer for one item before it is escrowed.
 type Quote struct {
@@ -44,9 +48,12 @@ type Quote struct {
 // run each item and at what price. nodes is the ledger's view (Free already
 // net of allocations and committed escrows); reserved is capacity promised
 // but not yet reflected there (holds in flight), by node ID. An item gets the
-// node that gives the buyer the best efficiency C·D/price (C the node's free
-// compute) among those that fit it, have its GPU type and whose price is
-// within its maximum; ties go to the cheaper node, then the lower ID. Each
+// node that gives the buyer the best efficiency C·D/price (C the node's total
+// compute, as placement's bin packing scores it) among those that fit it,
+// have its GPU type and whose cost is within its maximum (an ask above the
+// maximum is lowered to it, down to the node's cost); ties go to the
+// node with the least free compute (the best fit, which keeps whole nodes
+// free for large items), then the cheaper node, then the lower ID. Each
 // quote reserves its demand for the items after it; Quote.Node.Free is what
 // the node had before. Items no node can serve are declined with a reason.
 func QuoteItems(items []Item, nodes []placement.Node, reserved map[string]placement.Resources, price PriceFunc) ([]Quote, []Decline) {
@@ -84,12 +91,18 @@ func QuoteItems(items []Item, nodes []placement.Node, reserved map[string]placem
 			if !(p > 0) || math.IsInf(p, 0) {
 				continue
 			}
-			if it.Job.MaxPricePerHour > 0 && p > it.Job.MaxPricePerHour {
-				continue
+			if limit := it.Job.MaxPricePerHour; limit > 0 && p > limit {
+				if n.PricePerHour > limit {
+					continue
+				}
+				// The ask is what the seller opens with, its cost what it
+				// must recover: for a buyer whose limit lies between, it
+				// sells at the limit rather than leave the node idle.
+				p = limit
 			}
 			underMax = true
-			eff := free[i].ComputePerHour * d.ComputePerHour / p
-			if best < 0 || eff > bestEff || (eff == bestEff && (p < bestPrice || (p == bestPrice && n.ID < nodes[best].ID))) {
+			eff := n.Total.ComputePerHour * d.ComputePerHour / p
+			if best < 0 || eff > bestEff || eff == bestEff && quoteTieBreak(free[i].ComputePerHour, p, n.ID, free[best].ComputePerHour, bestPrice, nodes[best].ID) {
 				best, bestPrice, bestEff = i, p, eff
 			}
 		}
@@ -107,6 +120,18 @@ func QuoteItems(items []Item, nodes []placement.Node, reserved map[string]placem
 		}
 	}
 	return quotes, declines
+}
+
+// quoteTieBreak reports whether a node with free compute free, asking
+// price and named id goes before the current best of equal efficiency.
+func quoteTieBreak(free, price float64, id string, bestFree, bestPrice float64, bestID string) bool {
+	if free != bestFree {
+		return free < bestFree
+	}
+	if price != bestPrice {
+		return price < bestPrice
+	}
+	return id < bestID
 }
 
 // Utilization returns the compute utilization of nodes: 1 − free/total.

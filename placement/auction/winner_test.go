@@ -233,13 +233,22 @@ func TestQuoteItems(t *testing.T) {
 	for _, q := range quotes {
 		got[q.Item.ID] = q.Node.ID
 	}
-	// "cheap" gives 100·80/300 = 26.7 against big's 400·80/1000 = 32: big.
-	// j2 then: big 320·80/1000 = 25.6 against cheap's 26.7: cheap.
-	if got["job"] != "big" || got["j2"] != "cheap" || got["g"] != "gpu" {
+	// "cheap" gives 100·80/300 = 26.7 against big's 400·80/1000 = 32: big,
+	// for both jobs, since the machines are scored (bin packing), not what
+	// is left of them.
+	if got["job"] != "big" || got["j2"] != "big" || got["g"] != "gpu" {
 		t.Errorf("quotes = %v", got)
 	}
 	if len(declines) != 2 || declines[0].Item != "huge" || declines[1].Item != "stingy" || !strings.Contains(declines[1].Reason, "maximum") {
 		t.Errorf("declines = %+v", declines)
+	}
+	// Of identical nodes the best fit is quoted: the one with least room
+	// that still fits, so the other stays whole for a larger item.
+	a, b := testNode("a", 100, 300), testNode("b", 100, 300)
+	a.Free.ComputePerHour = 50
+	quotes, _ = QuoteItems([]Item{jobItem(40)}, []placement.Node{b, a}, nil, flatPricing)
+	if len(quotes) != 1 || quotes[0].Node.ID != "a" {
+		t.Errorf("identical nodes: quotes = %+v; want the best fit, a", quotes)
 	}
 	// Reserved capacity (holds in flight) is not offered again.
 	quotes, _ = QuoteItems([]Item{jobItem(80)}, nodes[:1], map[string]placement.Resources{"big": {ComputePerHour: 350}}, flatPricing)
@@ -251,8 +260,8 @@ func TestQuoteItems(t *testing.T) {
 func TestUtilizationPricingRisesWithLoad(t *testing.T) {
 	n := testNode("n", 100, 1000)
 	idle, half, full := DefaultPricing(n, 0), DefaultPricing(n, 0.5), DefaultPricing(n, 1)
-	if idle != 1100 || math.Abs(half-1375) > 1e-9 || math.Abs(full-2200) > 1e-9 {
-		t.Errorf("prices = %v %v %v, want 1100 1375 2200", idle, half, full)
+	if math.Abs(idle-1050) > 1e-9 || math.Abs(half-1181.25) > 1e-9 || math.Abs(full-1575) > 1e-9 {
+		t.Errorf("prices = %v %v %v, want 1050 1181.25 1575", idle, half, full)
 	}
 }
 
@@ -333,6 +342,41 @@ func TestCheaperSeller(t *testing.T) {
 	}
 }
 
+// TestServableElsewhere: a job may leave home when some reachable region
+// other than home has room within its SLO and price limit, per gossip.
+func TestServableElsewhere(t *testing.T) {
+	rtt := RTTTable{}
+	rtt.Set("home", "near", 20*time.Millisecond)
+	rtt.Set("home", "far", 300*time.Millisecond)
+	big := placement.Resources{ComputePerHour: 1000, StorageGB: 1000, BandwidthGBps: 100}
+	small := placement.Resources{ComputePerHour: 50, StorageGB: 1000, BandwidthGBps: 100}
+	ask := &Ask{MinPrice: 120, MinCost: 90, Expires: t0.Add(time.Minute)}
+	regions := []RegionInfo{
+		{Region: "home", Surplus: big, Reachable: true},
+		{Region: "near", Surplus: small, Reachable: true, Ask: ask},
+		{Region: "far", Surplus: big, Reachable: true, Ask: ask},
+		{Region: "down", Surplus: big},
+	}
+	for _, tc := range []struct {
+		name string
+		it   Item
+		want bool
+	}{
+		{"batch: anywhere with room", jobItem(100), true},
+		{"SLO excludes far, near is too small", jobItem(100, slo(50*time.Millisecond)), false},
+		{"small enough for near", jobItem(40, slo(50*time.Millisecond)), true},
+		{"limit between the seller's cost and its ask", jobItem(100, maxPrice(100)), true},
+		{"limit under the seller's cost", jobItem(100, maxPrice(80)), false},
+	} {
+		if got := ServableElsewhere("home", tc.it, regions, rtt, t0); got != tc.want {
+			t.Errorf("%s: ServableElsewhere = %v; want %v", tc.name, got, tc.want)
+		}
+	}
+	if ServableElsewhere("home", jobItem(100), regions[:1], rtt, t0) {
+		t.Error("servable elsewhere with home the only region")
+	}
+}
+
 func TestAskPolicy(t *testing.T) {
 	nodes := []placement.Node{testNode("a", 100, 500), testNode("b", 300, 900)}
 	nodes[1].Free.ComputePerHour = 100
@@ -342,5 +386,33 @@ func TestAskPolicy(t *testing.T) {
 	}
 	if _, ok := (AskPolicy{SellBelow: 0.4}).MakeAsk(nodes, flatPricing, t0); ok {
 		t.Errorf("asked at 50%% utilization with SellBelow 0.4")
+	}
+	// With a markup the ask is above cost; the floor it sells down to is
+	// the cheapest free node's cost.
+	a, ok = AskPolicy{SellBelow: 0.7, TTL: time.Minute}.MakeAsk(nodes, DefaultPricing, t0)
+	if !ok || a.MinCost != 500 || !(a.MinPrice > 500) || a.Floor() != 500 {
+		t.Errorf("MakeAsk with DefaultPricing = %+v (floor %v), %v; want min cost 500 under the min price", a, a.Floor(), ok)
+	}
+}
+
+// TestQuoteSellsDownToLimit: a buyer whose price limit lies between a
+// node's cost and the seller's ask is quoted its limit; one below the
+// cost is declined; a bid is never above the limit.
+func TestQuoteSellsDownToLimit(t *testing.T) {
+	nodes := []placement.Node{testNode("n", 100, 400)}
+	item := func(id string, limit float64) Item {
+		return Item{ID: id, Kind: ItemJob, Job: placement.Job{ID: id, Demand: placement.Resources{ComputePerHour: 10}, MaxPricePerHour: limit}}
+	}
+	quotes, declines := QuoteItems([]Item{item("between", 420), item("under", 399), item("above", 1000)}, nodes, nil, DefaultPricing)
+	got := map[string]float64{}
+	for _, q := range quotes {
+		got[q.Item.ID] = q.Price
+	}
+	if got["between"] != 420 || len(declines) != 1 || declines[0].Item != "under" {
+		t.Errorf("quotes %v, declines %+v; want between at its limit 420 and under declined", got, declines)
+	}
+	// "between" holds 10 of 100, "under" none: "above" is asked at 20 %.
+	if p, ok := got["above"]; !ok || math.Abs(p-DefaultPricing(nodes[0], 0.2)) > 1e-9 {
+		t.Errorf("above: quoted %v; want the seller's own ask at 20%% utilization, %v", p, DefaultPricing(nodes[0], 0.2))
 	}
 }
