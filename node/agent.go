@@ -88,6 +88,9 @@ type tradingDesk interface {
 	// CheaperElsewhere reports whether another region asks clearly less,
 	// by margin, for j than localPrice (US dollars per node-hour).
 	CheaperElsewhere(j consensus.Job, localPrice, margin float64) bool
+	// ServableElsewhere reports, for each of jobs, whether another region
+	// could serve it within its latency SLO and price limit, per gossip.
+	ServableElsewhere(jobs []consensus.Job) []bool
 	// Trading reports whether job id is being auctioned now.
 	Trading(id string) bool
 	// RemoteStopped tells a job's home region that its allocation here

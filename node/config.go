@@ -111,6 +111,17 @@ type Tuning struct {
 	// sent more of them to regions whose gossiped RTT estimate was
 	// optimistic (SLO attainment 97.1 % against 98.5 %).
 	OffloadMargin float64
+	// LocalReserve is the share of the region's compute (0–1) the leader
+	// keeps for work only home can serve: a job that another region could
+	// also serve (within its latency SLO and price limit, per gossip) and
+	// that would leave less than this share free is offered to the market
+	// first, and placed at home on the next pass if no region takes it.
+	// Interactive work near its users has nowhere else to go when home is
+	// full; batch work does. Measured on the world benchmark (docs/
+	// benchmark.md), keeping half of the capacity so is what brings the mesh
+	// close to the LP bound. Zero means the default, 0.5; negative turns it
+	// off (every job home can place is placed at home).
+	LocalReserve float64
 	// MaxAttempts is how many allocations of a job may fail before the job
 	// is failed for good (default 3).
 	MaxAttempts int
@@ -132,6 +143,9 @@ type Tuning struct {
 	DemandInterval time.Duration
 }
 
+// DefaultLocalReserve is Tuning.LocalReserve's default.
+const DefaultLocalReserve = 0.5
+
 func (t Tuning) withDefaults() Tuning {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -144,6 +158,9 @@ func (t Tuning) withDefaults() Tuning {
 	def(&t.WorkWait, 30*time.Second)
 	def(&t.CapacityInterval, 5*time.Second)
 	def(&t.TradeRetry, 10*time.Second)
+	if t.LocalReserve == 0 {
+		t.LocalReserve = DefaultLocalReserve
+	}
 	def(&t.SubmitWait, 2*time.Second)
 	def(&t.RequestTimeout, 10*time.Second)
 	def(&t.DeadServerTimeout, 30*time.Second)
@@ -176,6 +193,8 @@ func (cfg *Config) validate() error {
 		return fmt.Errorf("node: config field \"price_per_hour\": %v is negative", cfg.PricePerHour)
 	case math.IsNaN(cfg.Tuning.OffloadMargin) || math.IsInf(cfg.Tuning.OffloadMargin, 0):
 		return fmt.Errorf("node: config field \"tuning.offload_margin\": %v is not a number", cfg.Tuning.OffloadMargin)
+	case math.IsNaN(cfg.Tuning.LocalReserve) || math.IsInf(cfg.Tuning.LocalReserve, 0) || cfg.Tuning.LocalReserve >= 1:
+		return fmt.Errorf("node: config field \"tuning.local_reserve\": %v, want a share below 1 (0 for the default, negative for none)", cfg.Tuning.LocalReserve)
 	}
 	if !cfg.Resources.IsZero() {
 		n := placement.Node{ID: cfg.Name, Region: cfg.Region, Total: cfg.Resources, Free: cfg.Resources,

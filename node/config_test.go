@@ -25,6 +25,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{func(c *Config) { c.PricePerHour = -1 }, `"price_per_hour"`},
 		{func(c *Config) { c.Resources = placement.Resources{ComputePerHour: -3} }, `resources`},
 		{func(c *Config) { c.Tuning.OffloadMargin = math.NaN() }, `"tuning.offload_margin"`},
+		{func(c *Config) { c.Tuning.LocalReserve = math.NaN() }, `"tuning.local_reserve"`},
+		{func(c *Config) { c.Tuning.LocalReserve = 1 }, `"tuning.local_reserve"`},
+		{func(c *Config) { c.Tuning.LocalReserve = math.Inf(-1) }, `"tuning.local_reserve"`},
 	} {
 		c := ok
 		tc.mut(&c)

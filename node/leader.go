@@ -270,7 +270,7 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 		a.log.Error("placement refused the ledger's jobs or nodes", "err", err)
 		return
 	}
-	offload := a.cheaperElsewhere(plan, byID, price)
+	offload, offloadWhy := a.offloadFirst(plan, byID, price, nodes)
 	if len(offload) > 0 {
 		// Pack again without them: the room they took may fit others.
 		jobs = slices.DeleteFunc(jobs, func(j placement.Job) bool { _, off := offload[j.ID]; return off })
@@ -305,11 +305,13 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	var toTrade []consensus.Job
 	for id, homePrice := range offload {
 		j := byID[id]
-		if c := j.Spec.MaxPricePerHour; c == 0 || homePrice < c {
-			j.Spec.MaxPricePerHour = homePrice
+		if homePrice > 0 {
+			if c := j.Spec.MaxPricePerHour; c == 0 || homePrice < c {
+				j.Spec.MaxPricePerHour = homePrice
+			}
 		}
 		toTrade = append(toTrade, j)
-		reasons[id] = fmt.Sprintf("another region asks clearly less than home's $%.2f/h; offered to the market first", homePrice)
+		reasons[id] = offloadWhy[id]
 		a.mu.Lock()
 		a.tradedAt[id] = now
 		a.mu.Unlock()
@@ -383,34 +385,76 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	a.releaseWaiters()
 }
 
-// cheaperElsewhere picks, of plan's placements, the jobs to offer to the
-// market first because another region asks clearly less (Tuning.
-// OffloadMargin) than the node home chose costs; it returns each one's home
-// price per node-hour. A job is offered so once: if no seller bids under
-// home's price, the next pass places it at home.
-func (a *Agent) cheaperElsewhere(plan placement.Plan, byID map[string]consensus.Job, price map[string]float64) map[string]float64 {
-	margin := a.cfg.Tuning.OffloadMargin
-	if a.desk == nil || !(margin > 0) {
-		return nil
+// offloadFirst picks, of plan's placements, the jobs to offer to the
+// market before placing them at home, with the price cap each one gets (0:
+// its own) and why:
+//
+//   - another region asks clearly less (Tuning.OffloadMargin) than the node
+//     home chose costs: capped at home's price per node-hour;
+//   - placing it would leave less than Tuning.LocalReserve of the region's
+//     compute free, and another region could serve it (its latency SLO and
+//     price limit allow it): home keeps its last capacity for the work that
+//     cannot leave, as the world benchmark measures (docs/benchmark.md).
+//
+// Placements are taken in the plan's (packing) order, each counted against
+// the free compute the ones kept before it left. A job is offered so once:
+// if no seller takes it, the next pass places it at home.
+func (a *Agent) offloadFirst(plan placement.Plan, byID map[string]consensus.Job, price map[string]float64, nodes []placement.Node) (map[string]float64, map[string]string) {
+	margin, reserve := a.cfg.Tuning.OffloadMargin, a.cfg.Tuning.LocalReserve
+	if a.desk == nil || (!(margin > 0) && !(reserve > 0)) || len(plan.Placements) == 0 {
+		return nil, nil
+	}
+	var total, free float64
+	for _, n := range nodes {
+		total += n.Total.ComputePerHour
+		free += n.Free.ComputePerHour
 	}
 	var out map[string]float64
+	var why map[string]string
+	// Whether another region could take each placed job, asked of gossip
+	// once for the whole plan, when first needed.
+	var servable map[string]bool
+	elsewhere := func(id string) bool {
+		if servable == nil {
+			jobs := make([]consensus.Job, len(plan.Placements))
+			for i, p := range plan.Placements {
+				jobs[i] = byID[p.JobID]
+			}
+			ok := a.desk.ServableElsewhere(jobs)
+			servable = make(map[string]bool, len(jobs))
+			for i, j := range jobs {
+				servable[j.ID] = i < len(ok) && ok[i]
+			}
+		}
+		return servable[id]
+	}
+	offer := func(id string, cap float64, reason string) {
+		if out == nil {
+			out, why = map[string]float64{}, map[string]string{}
+		}
+		out[id], why[id] = cap, reason
+		a.mu.Lock()
+		a.offered[id] = true
+		a.mu.Unlock()
+	}
 	for _, p := range plan.Placements {
 		a.mu.Lock()
 		tried := a.offered[p.JobID]
 		a.mu.Unlock()
 		j := byID[p.JobID]
-		if tried || !a.desk.CheaperElsewhere(j, price[p.NodeID], margin) {
+		left := free - j.Spec.Demand.ComputePerHour
+		switch {
+		case tried:
+		case margin > 0 && a.desk.CheaperElsewhere(j, price[p.NodeID], margin):
+			offer(j.ID, price[p.NodeID], fmt.Sprintf("another region asks clearly less than home's $%.2f/h; offered to the market first", price[p.NodeID]))
+			continue
+		case reserve > 0 && total > 0 && left/total < reserve && elsewhere(j.ID):
+			offer(j.ID, 0, fmt.Sprintf("placing it would leave %.0f%% of the region's compute free, under the %.0f%% kept for work that cannot leave; offered to other regions first", 100*max(left, 0)/total, 100*reserve))
 			continue
 		}
-		if out == nil {
-			out = map[string]float64{}
-		}
-		out[p.JobID] = price[p.NodeID]
-		a.mu.Lock()
-		a.offered[p.JobID] = true
-		a.mu.Unlock()
+		free = left
 	}
-	return out
+	return out, why
 }
 
 // releaseWaiters wakes every submitter waiting for a placement pass.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -387,7 +388,8 @@ func (m *Market) stepDown(ctx context.Context) {
 func (m *Market) watchGossip(ctx context.Context) {
 	evs, unsubscribe := m.cfg.Gossip.Subscribe(64)
 	defer unsubscribe()
-	known := make(map[string]string) // region → leader@term
+	known := make(map[string]string)  // region → leader@term
+	claims := make(map[string]string) // server → the term it claims to lead in, "" for none
 	check := func() {
 		for region, cs := range m.dir.snapshot().leaders() {
 			if region == m.cfg.Region || len(cs) == 0 {
@@ -416,12 +418,26 @@ func (m *Market) watchGossip(ctx context.Context) {
 			switch ev.Type {
 			case gossip.EventMemberFailed, gossip.EventMemberLeave:
 				delete(known, ev.Member.Region)
+				delete(claims, ev.Member.Name)
 			case gossip.EventRecordUpdate:
 				if ev.Member.Role != gossip.RoleServer {
 					// Only servers claim leadership: a worker's capacity
 					// changes are most of the updates, and a look at the
 					// claims copies every member and record.
 					continue
+				}
+				if r := ev.Record; r != nil {
+					// A server's record changes with its capacity far more
+					// often than with its claim: look only when the claim
+					// (leading, and in which term) changed.
+					c := ""
+					if r.Market != nil && r.Market.Leader {
+						c = strconv.FormatUint(r.Market.Term, 10)
+					}
+					if prev, seen := claims[r.Node]; seen && prev == c {
+						continue
+					}
+					claims[r.Node] = c
 				}
 			}
 			check()
@@ -563,6 +579,22 @@ func (m *Market) CheaperElsewhere(j consensus.Job, localPrice, margin float64) b
 	}
 	_, ok := m.drv.CheaperElsewhere(auction.Item{ID: j.ID, Kind: auction.ItemJob, Job: spec}, localPrice, margin)
 	return ok
+}
+
+// ServableElsewhere reports, for each of jobs, whether per gossip another
+// region could serve it (room on a node, within its latency SLO and price
+// limit). The leader offers such a job to the market before placing it at
+// home when home's free capacity is down to its reserve.
+func (m *Market) ServableElsewhere(jobs []consensus.Job) []bool {
+	items := make([]auction.Item, len(jobs))
+	for i, j := range jobs {
+		spec := j.Spec
+		if spec.OriginRegion == "" {
+			spec.OriginRegion = m.cfg.Region
+		}
+		items[i] = auction.Item{ID: j.ID, Kind: auction.ItemJob, Job: spec}
+	}
+	return m.drv.ServableElsewhere(items)
 }
 
 // Trading reports whether job id is being auctioned now: its outcome is not

@@ -497,3 +497,86 @@ func TestOffloadForPrice(t *testing.T) {
 		})
 	})
 }
+
+// TestLocalReserve: a leader keeps the last LocalReserve of its region's
+// compute for work that cannot leave. A batch job that would eat into it
+// is offered to the market first and served abroad; an interactive job no
+// other region can serve within its SLO is placed at home regardless; with
+// the reserve turned off every job home can hold stays home.
+func TestLocalReserve(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		reserve      float64
+		secondAbroad bool
+	}{{"default reserve", 0, true}, {"reserve off", -1, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				capacity := func(region string, ordinal int) simcluster.NodeCapacity {
+					if ordinal == 0 {
+						return simcluster.NodeCapacity{}
+					}
+					return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 1000}, PricePerHour: 10}
+				}
+				c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: 9,
+					Capacity: capacity, Market: true, Tuning: node.Tuning{LocalReserve: tc.reserve}})
+				defer closeCluster(t, c)
+				home, _ := c.Agent("us-east-1-0")
+				waitFor(t, "home hears of another region's free capacity and leader", 2*time.Minute, func() error {
+					for _, r := range []string{"eu-west-1-0", "ap-northeast-1-0"} {
+						if rec, ok := home.Gossip().Record(r); ok && rec.Capacity.Market != nil && rec.Capacity.Market.Leader {
+							if w, ok := home.Gossip().Record(strings.TrimSuffix(r, "-0") + "-1"); ok && w.Capacity.Free.ComputePerHour >= 400 {
+								return nil
+							}
+						}
+					}
+					return errors.New("no other region known with room")
+				})
+				// The interactive job below must not look servable abroad:
+				// wait until network coordinates put the other regions far.
+				waitFor(t, "coordinates place the other regions beyond 50 ms", 5*time.Minute, func() error {
+					for _, r := range []string{"eu-west-1", "ap-northeast-1"} {
+						if d, ok := home.Gossip().RegionRTT("us-east-1", r); !ok || d < 50*time.Millisecond {
+							return fmt.Errorf("RTT to %s estimated %v (%v)", r, d, ok)
+						}
+					}
+					return nil
+				})
+				where := func(id string, want func(region string) bool, what string) {
+					t.Helper()
+					waitFor(t, id+" "+what, time.Minute, func() error {
+						st, err := home.Job(ctx, id)
+						if err == nil && (!want(st.Region) || st.State != api.JobTraded && st.State != api.JobRunning && st.State != api.JobPlaced) {
+							err = fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
+						}
+						return err
+					})
+				}
+				atHome := func(r string) bool { return r == "us-east-1" }
+				abroad := func(r string) bool { return r != "" && r != "us-east-1" }
+				// 400 of 1000 leaves 60 % free: home.
+				if _, _, err := home.SubmitJob(ctx, job("batch-1", "us-east-1", 400, 10*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+				where("batch-1", atHome, "placed at home")
+				// Another 400 would leave 20 %: abroad, unless the reserve is off.
+				if _, _, err := home.SubmitJob(ctx, job("batch-2", "us-east-1", 400, 10*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.secondAbroad {
+					where("batch-2", abroad, "served abroad")
+				} else {
+					where("batch-2", atHome, "placed at home")
+				}
+				// Interactive with a 5 ms SLO: only home can serve it, reserve
+				// or not.
+				inter := job("inter-1", "us-east-1", 150, 10*time.Minute)
+				inter.LatencySLOMs = 5
+				if _, _, err := home.SubmitJob(ctx, inter); err != nil {
+					t.Fatal(err)
+				}
+				where("inter-1", atHome, "placed at home")
+			})
+		})
+	}
+}
