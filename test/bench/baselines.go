@@ -136,15 +136,7 @@ func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, erro
 		return Outcome{}, fmt.Errorf("%s: %w", b.name, err)
 	}
 	nodes := w.Nodes()
-	span := map[string][2]int{} // region → [first, end) in nodes
-	for i, n := range nodes {
-		s, ok := span[n.Region]
-		if !ok {
-			s[0] = i
-		}
-		s[1] = i + 1
-		span[n.Region] = s
-	}
+	span := regionSpans(nodes)
 	out := Outcome{Jobs: make([]JobResult, len(jobs))}
 	var running endHeap
 	for i := range jobs {
@@ -188,6 +180,21 @@ func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, erro
 	}
 	out.Notes = append(out.Notes, b.note(w))
 	return out, nil
+}
+
+// regionSpans maps each region to its nodes' positions [first, end) in
+// nodes, which World.Nodes lists region by region.
+func regionSpans(nodes []placement.Node) map[string][2]int {
+	span := map[string][2]int{}
+	for i, n := range nodes {
+		s, ok := span[n.Region]
+		if !ok {
+			s[0] = i
+		}
+		s[1] = i + 1
+		span[n.Region] = s
+	}
+	return span
 }
 
 func unplacedReason(tried int) string {

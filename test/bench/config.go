@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/meridian-mesh/meridian/node"
 	"math"
 	"strconv"
 	"strings"
@@ -245,6 +246,8 @@ type Flags struct {
 	Window time.Duration
 	// Mesh is -mesh: the mesh variants to run.
 	Mesh string
+	// LocalReserve is -local-reserve: the mesh's node.Tuning.LocalReserve.
+	LocalReserve float64
 }
 
 // RegisterFlags defines the benchmark's flags on fs (flag.CommandLine in
@@ -264,6 +267,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.Workers, "workers", DefaultWorkers, "workers per region, each one instance")
 	fs.DurationVar(&f.Window, "window", DefaultWindow, "aggregation `window`: requests of one origin and class within it form a job")
 	fs.StringVar(&f.Mesh, "mesh", "meridian", "comma-separated mesh `variants` to run: meridian (market on), meridian-no-market; or none")
+	fs.Float64Var(&f.LocalReserve, "local-reserve", 0, "the mesh leaders' local reserve, a `share` of the region's compute below 1 (node.Tuning.LocalReserve): 0 for node's default, negative for none")
 	return f
 }
 
@@ -359,6 +363,9 @@ func (f *Flags) MeshVariants() ([]MeridianOptions, error) {
 	if strings.TrimSpace(f.Mesh) == "none" {
 		return nil, nil
 	}
+	if r := f.LocalReserve; math.IsNaN(r) || math.IsInf(r, 0) || r >= 1 {
+		return nil, fmt.Errorf("-local-reserve: %v is out of range: want a share below 1 (0 for the default, negative for none)", r)
+	}
 	var out []MeridianOptions
 	seen := map[string]bool{}
 	for _, v := range strings.Split(f.Mesh, ",") {
@@ -369,9 +376,9 @@ func (f *Flags) MeshVariants() ([]MeridianOptions, error) {
 		seen[v] = true
 		switch v {
 		case "meridian":
-			out = append(out, MeridianOptions{})
+			out = append(out, MeridianOptions{Tuning: node.Tuning{LocalReserve: f.LocalReserve}})
 		case "meridian-no-market":
-			out = append(out, MeridianOptions{NoMarket: true})
+			out = append(out, MeridianOptions{NoMarket: true, Tuning: node.Tuning{LocalReserve: f.LocalReserve}})
 		default:
 			return nil, fmt.Errorf("-mesh: unknown variant %q: want meridian, meridian-no-market or none", v)
 		}

@@ -310,6 +310,7 @@ func (m *meridian) submit(ctx context.Context, agents []*node.Agent, first int, 
 	for {
 		if placed(rec.status) {
 			rec.placedAt = time.Now()
+			m.stopAtWindowEnd(j, deadline, call, rec)
 			return
 		}
 		if rec.status.State.Terminal() {
@@ -349,6 +350,22 @@ func (m *meridian) submit(ctx context.Context, agents []*node.Agent, first int, 
 		reason = "placed only after its window ended"
 	}
 	rec.err = "still pending when its window ended: " + reason
+}
+
+// stopAtWindowEnd cancels a job placed late enough to run past its
+// window's end (deadline): its requests end with the window, so the client
+// stops it then, as the baselines' jobs end, rather than let it hold
+// capacity the next window's jobs need. The time it did not run is
+// charged as unserved (Evaluate).
+func (m *meridian) stopAtWindowEnd(j *Job, deadline time.Time, call func(func(context.Context, *node.Agent) error) error, rec *jobRecord) {
+	if !rec.placedAt.Add(j.Duration).After(deadline.Add(time.Second)) {
+		return // it ends with its window, give or take a second
+	}
+	time.Sleep(time.Until(deadline))
+	_ = call(func(ctx context.Context, a *node.Agent) error {
+		_, err := a.CancelJob(ctx, j.ID)
+		return err
+	})
 }
 
 // retryable reports errors a client retries: no leader, a region that

@@ -47,15 +47,19 @@ type SchedulerResult struct {
 // Evaluation is a scheduler's result with the figures behind it.
 type Evaluation struct {
 	Result SchedulerResult `json:"result"`
-	// ServedUSD is the spend on capacity; PenaltyUSD the unserved work's.
+	// ServedUSD is what the capacity that served the work costs: every
+	// placed job at its serving node's own (list) price, for the time it
+	// ran. PenaltyUSD is the unserved work's. Their sum is the cost the
+	// LP bounds and the baselines pay.
 	ServedUSD  float64 `json:"served_usd"`
 	PenaltyUSD float64 `json:"penalty_usd"`
-	// ServedAtListUSD is the served work at the serving nodes' own prices:
-	// for a traded job, what its seller's node costs rather than the
-	// trade's price, which includes the seller's utilization markup — a
-	// transfer between regions of one operator. The baselines pay list
-	// prices, so for them it equals ServedUSD.
-	ServedAtListUSD float64 `json:"served_at_list_usd"`
+	// PaidUSD is the served work at the prices the jobs were charged: for
+	// a job the mesh traded, the trade's price, which carries the seller's
+	// utilization markup. Between regions of one operator that markup is a
+	// transfer — one region's cost is another's revenue — not spend, so it
+	// is reported here and not in the cost. The baselines pay list prices,
+	// so for them it equals ServedUSD.
+	PaidUSD float64 `json:"paid_usd"`
 	// Jobs, Placed and Traded count jobs; Traded ran outside their origin.
 	Jobs   int `json:"jobs"`
 	Placed int `json:"placed"`
@@ -170,7 +174,17 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 			return Evaluation{}, fmt.Errorf("%s: job %s placed with no start time", name, j.ID)
 		}
 		ev.Placed++
-		placedWork += work
+		// A job runs from its start to its window's end: one placed late
+		// serves only what is left of its window (the mesh's client stops
+		// it then), and the time before it started is unserved work.
+		runEnd := minTime(res.Start.Add(j.Duration), j.End())
+		ran := max(runEnd.Sub(res.Start), 0)
+		share := j.Demand.ComputePerHour / w.node.ComputePerHour // of a node
+		if late := j.Duration - ran; late > 0 {
+			ev.PenaltyUSD += late.Hours() * share * penalty
+			spread(ev.Timeline.CostUSD, j.At, res.Start, penalty*share)
+		}
+		placedWork += work * float64(ran) / float64(j.Duration)
 		if res.Region != j.Origin {
 			ev.Traded++
 			crossGB += j.WireGB
@@ -178,11 +192,10 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 		if !w.feasible(j, res.Region) {
 			ev.SLOMisses++
 		}
-		ev.ServedUSD += res.CostPerHour * j.Duration.Hours()
-		ev.ServedAtListUSD += w.price[res.Region] * j.Demand.ComputePerHour / w.node.ComputePerHour * j.Duration.Hours()
+		ev.PaidUSD += res.CostPerHour * ran.Hours()
+		ev.ServedUSD += w.price[res.Region] * share * ran.Hours()
 		latencies = append(latencies, float64(res.PlacementLatency)/float64(time.Millisecond))
-		runEnd := res.Start.Add(j.Duration)
-		spread(ev.Timeline.CostUSD, res.Start, runEnd, res.CostPerHour)
+		spread(ev.Timeline.CostUSD, res.Start, runEnd, w.price[res.Region]*share)
 		u := j.Demand.ComputePerHour / w.RegionCompute(res.Region)
 		spread(ev.Timeline.Utilization[res.Region], res.Start, runEnd, u)
 		from, to := maxTime(res.Start, start), minTime(runEnd, end)

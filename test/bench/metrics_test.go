@@ -41,8 +41,8 @@ func TestEvaluateHandMadeOutcome(t *testing.T) {
 		t.Errorf("served %v, penalty %v, cost %v; want %v + %v", ev.ServedUSD, ev.PenaltyUSD, r.CostUSD, served, unserved)
 	}
 	// Every job here paid its node's list price, so the two agree.
-	if math.Abs(ev.ServedAtListUSD-served) > 1e-12 {
-		t.Errorf("served at list %v; want %v", ev.ServedAtListUSD, served)
+	if math.Abs(ev.PaidUSD-served) > 1e-12 {
+		t.Errorf("paid %v; want %v", ev.PaidUSD, served)
 	}
 	if r.PlacedPct != 75 || ev.Placed != 3 || ev.Traded != 1 || ev.Unplaced["full"] != 1 {
 		t.Errorf("placed %v%% (%d), traded %d, unplaced %v", r.PlacedPct, ev.Placed, ev.Traded, ev.Unplaced)
@@ -136,5 +136,44 @@ func TestResultsJSONShape(t *testing.T) {
 	want := `{"lp_bound_usd":1,"schedulers":[{"name":"x","cost_usd":0,"cost_vs_lp":0,"placed_pct":0,"slo_pct":0,"placement_p50_ms":0,"placement_p99_ms":0,"cross_region_gb":0,"jain_utilization":0}]}`
 	if string(b) != want {
 		t.Errorf("results.json = %s\nwant          %s", b, want)
+	}
+}
+
+// TestEvaluateTradePriceAndLateStart: a traded job's markup is paid, not
+// cost; a job placed late is unserved until it starts and runs only to its
+// window's end.
+func TestEvaluateTradePriceAndLateStart(t *testing.T) {
+	w := tinyWorld(t, map[string]float64{"us-east-1": 4, "eu-west-1": 1}, map[[2]string]int{{"us-east-1", "eu-west-1"}: 80}, 1)
+	jobs := indexed(
+		job("a", "us-east-1", 0, 1800, 0, time.Hour), // half a node, traded at 3× Dublin's price
+		job("b", "eu-west-1", 0, 3600, 0, time.Hour), // a whole node, placed 15 minutes late
+	)
+	out := Outcome{Jobs: []JobResult{
+		{Placed: true, Region: "eu-west-1", Node: "eu-west-1-0", Start: jobs[0].At, CostPerHour: 1.5, Traded: true},
+		{Placed: true, Region: "us-east-1", Node: "us-east-1-0", Start: jobs[1].At.Add(15 * time.Minute), CostPerHour: 4},
+	}}
+	ev, err := Evaluate(w, jobs, "x", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := 0.5*1*1 + 1*4*0.75 // list prices, b for the 45 minutes it ran
+	paid := 1.5*1 + 4*0.75
+	penalty := 1 * 0.25 * w.PenaltyPerNodeHour()
+	if math.Abs(ev.ServedUSD-served) > 1e-12 || math.Abs(ev.PaidUSD-paid) > 1e-12 || math.Abs(ev.PenaltyUSD-penalty) > 1e-12 {
+		t.Errorf("served %v, paid %v, penalty %v; want %v, %v, %v", ev.ServedUSD, ev.PaidUSD, ev.PenaltyUSD, served, paid, penalty)
+	}
+	if math.Abs(ev.Result.CostUSD-served-penalty) > 1e-12 {
+		t.Errorf("cost %v; want served + penalty %v", ev.Result.CostUSD, served+penalty)
+	}
+	// a's half node-hour and b's 0.75 of 1 node-hour, of 1.5 node-hours.
+	if want := 100 * (0.5 + 0.75) / 1.5; math.Abs(ev.PlacedWorkPct-want) > 1e-9 {
+		t.Errorf("placed work %v%%; want %v%%", ev.PlacedWorkPct, want)
+	}
+	sum := 0.0
+	for _, c := range ev.Timeline.CostUSD {
+		sum += c
+	}
+	if math.Abs(sum-ev.Result.CostUSD) > 1e-9 {
+		t.Errorf("timeline costs add up to %v; want %v", sum, ev.Result.CostUSD)
 	}
 }
