@@ -72,7 +72,7 @@ type ledgerTx struct {
 	now    time.Time
 	seq    uint64
 	t      *tables
-	undo   []func()
+	undo   []undoRec
 	// logging is off while time advances: expiry is not part of the
 	// command and is never undone.
 	logging bool
@@ -152,7 +152,8 @@ func (tx *ledgerTx) run(cmd Command) Result {
 	tx.logging = false
 	if err != nil {
 		for i := len(tx.undo) - 1; i >= 0; i-- {
-			tx.undo[i]()
+			u := tx.undo[i]
+			u.t.restore(u.k, u.old, u.had)
 		}
 		tx.seq = seq
 		res = Result{Err: err}
@@ -217,24 +218,52 @@ func (tx *ledgerTx) dispatch(cmd Command) (Result, *CommandError) {
 	return Result{}, cmdErr(CodeUnsupported, "", "command type %T", cmd)
 }
 
+// undoRec is one logged write: the table, the key and what the key held
+// before. It is a plain value (the table is a single pointer and the
+// records are pointers, which an interface holds without allocating), so
+// that logging the writes of a command costs no allocation.
+type undoRec struct {
+	t   undoer
+	k   string
+	old any
+	had bool
+}
+
+type undoer interface {
+	// restore puts back what the key held: old if had, else nothing.
+	restore(k string, old any, had bool)
+}
+
+func (t table[V]) restore(k string, old any, had bool) {
+	if had {
+		t.set(k, old.(V))
+	} else {
+		t.del(k)
+	}
+}
+
 // set and del write a table, logging the undo while a command runs.
 func set[V any](tx *ledgerTx, t table[V], k string, v V) {
 	old, had := t.set(k, v)
 	if tx.logging {
-		tx.undo = append(tx.undo, func() {
-			if had {
-				t.set(k, old)
-			} else {
-				t.del(k)
-			}
-		})
+		tx.undo = append(tx.undo, undoRec{t: t, k: k, old: old, had: had})
 	}
+}
+
+// insert writes a key that must be new, and reports false (leaving the
+// undo to run) if it was there already.
+func insert[V any](tx *ledgerTx, t table[V], k string, v V) bool {
+	old, had := t.set(k, v)
+	if tx.logging {
+		tx.undo = append(tx.undo, undoRec{t: t, k: k, old: old, had: had})
+	}
+	return !had
 }
 
 func del[V any](tx *ledgerTx, t table[V], k string) bool {
 	old, had := t.del(k)
 	if had && tx.logging {
-		tx.undo = append(tx.undo, func() { t.set(k, old) })
+		tx.undo = append(tx.undo, undoRec{t: t, k: k, old: old, had: true})
 	}
 	return had
 }
@@ -243,7 +272,9 @@ func del[V any](tx *ledgerTx, t table[V], k string) bool {
 // from a counter in the ledger, so every replica makes the same ones.
 func (tx *ledgerTx) nextID(prefix string) string {
 	tx.seq++
-	return prefix + "-" + strconv.FormatUint(tx.seq, 10)
+	b := make([]byte, 0, 24)
+	b = append(append(b, prefix...), '-')
+	return string(strconv.AppendUint(b, tx.seq, 10))
 }
 
 func (tx *ledgerTx) node(id string) (*Node, bool)        { return tx.t.nodes.get(id) }
@@ -523,16 +554,29 @@ func (tx *ledgerTx) placeable(jobID string, epoch uint64) (*Job, *CommandError) 
 	return j, nil
 }
 
+// livePlacementErr reports a job that already has a live placement: a
+// live local allocation, a trade, or (in a ledger whose indexes disagree
+// with its records, which never happens) an entry in the live index.
 func (tx *ledgerTx) livePlacementErr(j *Job) *CommandError {
+	if err := placedErr(j); err != nil {
+		return err
+	}
+	if tx.t.live.has(liveKey(tx.region, j.ID)) {
+		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has a live allocation", j.ID)
+	}
+	return nil
+}
+
+// placedErr is livePlacementErr without the index lookup, for commands
+// that go on to create an allocation: createAlloc makes the same check as
+// it writes the index, for the cost of one lookup instead of two.
+func placedErr(j *Job) *CommandError {
 	if j.AllocID != "" {
 		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has live allocation %q", j.ID, j.AllocID)
 	}
 	if j.Remote != nil {
 		return cmdErr(CodeDoubleAllocation, j.ID, "job %q was traded to region %q (auction %q, item %q)",
 			j.ID, j.Remote.Region, j.Remote.AuctionID, j.Remote.ItemID)
-	}
-	if tx.t.live.has(key(tx.region, j.ID)) {
-		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has a live allocation", j.ID)
 	}
 	return nil
 }
@@ -566,21 +610,25 @@ func (tx *ledgerTx) allocResources(field string, res placement.Resources, j *Job
 	return canonRes(res), nil
 }
 
-// createAlloc makes a live allocation on n (whose room was checked).
-func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.Resources, epoch uint64, lease time.Time, auctionID, itemID string) *Allocation {
+// createAlloc makes a live allocation on n (whose room was checked). It
+// fails with ErrDoubleAllocation if the job already has a live allocation
+// in the index (the caller, run, then undoes the writes made so far).
+func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.Resources, epoch uint64, lease time.Time, auctionID, itemID string) (*Allocation, *CommandError) {
 	a := &Allocation{
 		ID: tx.nextID("a"), JobID: jobID, JobRegion: jobRegion, NodeID: n.ID, Resources: res,
 		Epoch: epoch, Start: tx.now, LeaseExpiry: canon(lease), State: AllocLive,
 		AuctionID: auctionID, ItemID: itemID,
 	}
+	if !insert(tx, tx.t.live, liveKey(jobRegion, jobID), a.ID) {
+		return nil, cmdErr(CodeDoubleAllocation, jobID, "job %q of region %q already has a live allocation", jobID, jobRegion)
+	}
 	tx.putAlloc(a)
-	set(tx, tx.t.live, key(jobRegion, jobID), a.ID)
 	set(tx, tx.t.onNode, key(n.ID, a.ID), struct{}{})
 	if !a.LeaseExpiry.IsZero() {
 		set(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID), struct{}{})
 	}
 	tx.addUsed(n, res)
-	return a
+	return a, nil
 }
 
 // stopAlloc stops a live allocation and frees its resources. With
@@ -597,7 +645,7 @@ func (tx *ledgerTx) stopAlloc(a *Allocation, reason StopReason, msg string, upda
 	s := *a
 	s.State, s.StopReason, s.StopMessage, s.Stopped = AllocStopped, reason, msg, tx.now
 	tx.putAlloc(&s)
-	del(tx, tx.t.live, key(a.JobRegion, a.JobID))
+	del(tx, tx.t.live, liveKey(a.JobRegion, a.JobID))
 	del(tx, tx.t.onNode, key(a.NodeID, a.ID))
 	if !a.LeaseExpiry.IsZero() {
 		del(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID))
@@ -637,7 +685,7 @@ func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := tx.livePlacementErr(j); err != nil {
+	if err := placedErr(j); err != nil {
 		return Result{}, err
 	}
 	res, err := tx.allocResources("resources", c.Resources, j)
@@ -649,7 +697,10 @@ func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
 		return Result{}, err
 	}
 	epoch := j.Epoch + 1
-	a := tx.createAlloc(n, tx.region, j.ID, res, epoch, c.LeaseExpiry, "", "")
+	a, err := tx.createAlloc(n, tx.region, j.ID, res, epoch, c.LeaseExpiry, "", "")
+	if err != nil {
+		return Result{}, err
+	}
 	u := *j
 	u.State, u.Epoch, u.AllocID, u.Reason, u.Updated = JobPlaced, epoch, a.ID, "", tx.now
 	u.Attempts++
@@ -682,7 +733,10 @@ func (tx *ledgerTx) replaceAllocation(c ReplaceAllocation) (Result, *CommandErro
 		return Result{}, err
 	}
 	epoch := j.Epoch + 1
-	a := tx.createAlloc(n, tx.region, j.ID, res, epoch, c.LeaseExpiry, "", "")
+	a, err := tx.createAlloc(n, tx.region, j.ID, res, epoch, c.LeaseExpiry, "", "")
+	if err != nil {
+		return Result{}, err
+	}
 	u := *j
 	u.State, u.Epoch, u.AllocID, u.Reason, u.Updated = JobPlaced, epoch, a.ID, "", tx.now
 	u.Attempts++
@@ -939,7 +993,10 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 	}
 	tx.releaseEscrow(e)
 	n, _ = tx.node(e.NodeID)
-	a := tx.createAlloc(n, c.JobRegion, jobID, e.Resources, c.Epoch, lease, c.AuctionID, c.ItemID)
+	a, err := tx.createAlloc(n, c.JobRegion, jobID, e.Resources, c.Epoch, lease, c.AuctionID, c.ItemID)
+	if err != nil {
+		return Result{}, err
+	}
 	sold := *a
 	sold.Kind, sold.PricePerHour = e.Kind, c.PricePerHour
 	if sold.PricePerHour == 0 {
@@ -1289,7 +1346,7 @@ func checkKindDuration(k ItemKind, d time.Duration) *CommandError {
 // as cancelled; one under the same or a newer epoch is a double
 // allocation.
 func (tx *ledgerTx) supersede(jobRegion, jobID string, kind ItemKind, epoch uint64, by string) *CommandError {
-	id, ok := tx.t.live.get(key(jobRegion, jobID))
+	id, ok := tx.t.live.get(liveKey(jobRegion, jobID))
 	if !ok {
 		return nil
 	}
@@ -1403,7 +1460,7 @@ func (tx *ledgerTx) drawLease(c DrawLease) (Result, *CommandError) {
 		Kind: ItemJob, PricePerHour: c.PricePerHour, InLease: lease.ID, Duration: c.Duration,
 	}
 	tx.putAlloc(a)
-	set(tx, tx.t.live, key(a.JobRegion, a.JobID), a.ID)
+	set(tx, tx.t.live, liveKey(a.JobRegion, a.JobID), a.ID)
 	set(tx, tx.t.onNode, key(a.NodeID, a.ID), struct{}{})
 	set(tx, tx.t.items, key(c.AuctionID, c.ItemID), itemRef{allocID: a.ID})
 	u := *lease

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,20 @@ import (
 // commitRate is the offered load of BenchmarkCommitAtRate; the default is
 // the target.
 var commitRate = flag.Int("commit-rate", 20000, "placements/s offered by BenchmarkCommitAtRate")
+
+// commitMaxInflight overrides Config.MaxInflightEntries in the commit
+// benchmarks, to try other pipeline depths.
+var commitMaxInflight = flag.Int("commit-max-inflight", 0, "MaxInflightEntries of the servers in the commit benchmarks (0: the default)")
+
+// commitLatencyFile, when set, is where BenchmarkCommitAtRate writes every
+// proposal's latency.
+var commitLatencyFile = flag.String("commit-latency-file", "", "write each proposal's latency, in the order they were due, to this file (BenchmarkCommitAtRate)")
+
+// commitCPUProfile, when set, is where BenchmarkCommit and
+// BenchmarkCommitAtRate write a CPU profile of their timed part only
+// (-test.cpuprofile also covers starting the servers and submitting the
+// jobs, which is a large share of a short run).
+var commitCPUProfile = flag.String("commit-cpuprofile", "", "write a CPU profile of the timed part of the commit benchmarks to this file")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -177,7 +192,8 @@ func BenchmarkCommitAtRate(b *testing.B) {
 		b.Fatalf("-commit-rate must be positive, got %d", rate)
 	}
 	for _, plan := range []int{16, 1} {
-		b.Run(fmt.Sprintf("rate=%dk/plan%d", rate/1000, plan), func(b *testing.B) {
+		// One name element (no "/"), so that -bench 'BenchmarkCommitAtRate/.*plan16' selects it.
+		b.Run(fmt.Sprintf("rate=%dk-plan%d", rate/1000, plan), func(b *testing.B) {
 			benchmarkCommit(b, 512, plan, func(send sendFunc, proposals int) error {
 				return openLoop(send, proposals, time.Duration(float64(time.Second)*float64(plan)/float64(rate)))
 			})
@@ -268,6 +284,9 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 		if maxBatch == 1 {
 			c.MaxInflightEntries = 4096 // every proposal goes to Raft at once
 		}
+		if *commitMaxInflight > 0 {
+			c.MaxInflightEntries = *commitMaxInflight
+		}
 		// Three servers and their clients share two cores here: use the
 		// timing of Consul's default raft_multiplier (5), as for servers
 		// on small shared machines, so that CPU starvation is not taken
@@ -301,7 +320,10 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 
 	proposals := (b.N + plan - 1) / plan
 	latencies := make([]time.Duration, proposals)
-	cpu0 := cpuTime(b)
+	stopProfile := startCPUProfile(b)
+	var mem0 runtime.MemStats
+	runtime.ReadMemStats(&mem0)
+	user0, sys0 := cpuTimes(b)
 	b.ResetTimer()
 	start := time.Now()
 	send := func(p int, due time.Time) error {
@@ -321,18 +343,44 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 	err = load(send, proposals)
 	elapsed := time.Since(start)
 	b.StopTimer()
-	cpu := cpuTime(b) - cpu0
+	user1, sys1 := cpuTimes(b)
+	cpu, sys := user1-user0+sys1-sys0, sys1-sys0
+	var mem1 runtime.MemStats
+	runtime.ReadMemStats(&mem1)
+	stopProfile()
 	if err != nil {
 		b.Fatal(err)
+	}
+	if *commitLatencyFile != "" {
+		writeLatencies(b, *commitLatencyFile, latencies, time.Duration(float64(time.Second)*float64(plan)/float64(*commitRate)))
 	}
 	slices.Sort(latencies)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "placements/s")
 	// CPU per placement (user + system, the whole group and its clients)
-	// does not depend on what else runs on the machine: 2 cores ÷ this is
-	// the group's ceiling on a dedicated 2-core machine.
+	// counts only this process: 2 cores ÷ this is the group's ceiling on a
+	// dedicated 2-core machine. It still moves with the load, a little: a
+	// starved group packs more commands per entry and per forwarding RPC,
+	// which costs less per placement.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/placement")
+	// The kernel's part of it: the disk syncs (fdatasync takes CPU in
+	// proportion to the bytes written) and the loopback TCP.
+	b.ReportMetric(float64(sys.Microseconds())/float64(b.N), "sys-µs/placement")
+	// Bytes allocated per placement (the whole process): what drives the
+	// garbage collector, whose mark phases over the three ledgers are
+	// where the latency tail comes from once the CPU is not saturated.
+	b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/float64(b.N), "alloc-B/placement")
+	b.ReportMetric(float64(mem1.NumGC-mem0.NumGC), "gc-cycles")
 	b.ReportMetric(ms(latencies[proposals/2]), "p50-ms")
 	b.ReportMetric(ms(latencies[min(proposals-1, proposals*99/100)]), "p99-ms")
+	var fwdProps, fwdRPCs uint64
+	for _, s := range servers {
+		st := s.Stats()
+		fwdProps += st.ForwardedProposals
+		fwdRPCs += st.ForwardRPCs
+	}
+	if fwdRPCs > 0 {
+		b.ReportMetric(float64(fwdProps)/float64(fwdRPCs), "proposals/forward")
+	}
 	if e := leader.prop.entries.Load() - entries0; e > 0 {
 		b.ReportMetric(float64(leader.prop.commands.Load()-cmds0)/float64(e), "cmds/entry")
 	}
@@ -346,13 +394,49 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// cpuTime is the CPU time (user + system) this process has used.
-func cpuTime(b *testing.B) time.Duration {
+// writeLatencies writes one line per proposal: when it was due (ms from the
+// start, at the offered rate) and its latency (ms), to see whether the tail
+// is spread or comes in bursts (GC cycles, slow syncs).
+func writeLatencies(b *testing.B, path string, latencies []time.Duration, interval time.Duration) {
+	var sb strings.Builder
+	sb.WriteString("due_ms latency_ms\n")
+	for p, l := range latencies {
+		fmt.Fprintf(&sb, "%.3f %.3f\n", ms(time.Duration(p)*interval), ms(l))
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		b.Errorf("-commit-latency-file: %v", err)
+	}
+}
+
+// startCPUProfile starts the -commit-cpuprofile profile, if asked for, and
+// returns what stops it.
+func startCPUProfile(b *testing.B) func() {
+	if *commitCPUProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(*commitCPUProfile)
+	if err != nil {
+		b.Fatalf("-commit-cpuprofile: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("-commit-cpuprofile %s: %v", *commitCPUProfile, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Errorf("-commit-cpuprofile %s: %v", *commitCPUProfile, err)
+		}
+	}
+}
+
+// cpuTimes is the user and the system CPU time this process has used.
+func cpuTimes(b *testing.B) (user, system time.Duration) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -46,8 +46,11 @@ func EncodeCommand(c Command) (Envelope, error) {
 		return Envelope{}, invalid("command", "must not be nil")
 	}
 	k := c.Kind()
-	if _, ok := newBody(k); !ok {
+	if k < 1 || k > maxKind {
 		return Envelope{}, cmdErr(CodeUnsupported, "", "command kind %d (%T)", uint8(k), c)
+	}
+	if body, ok := appendCommandBody(make([]byte, 0, 128), c); ok {
+		return Envelope{Version: CommandVersion, Kind: k, Body: body}, nil
 	}
 	body, err := msgpack.Marshal(c)
 	if err != nil {
@@ -63,6 +66,12 @@ func DecodeCommand(env Envelope) (Command, error) {
 	if env.Version != CommandVersion {
 		return nil, cmdErr(CodeUnsupported, env.Kind.String(), "command version %d (this build reads version %d)", env.Version, CommandVersion)
 	}
+	// The hand-written decoders (wire.go) take the usual forms; anything
+	// else goes through the checked reflective decoder, which gives the
+	// same value for what both accept.
+	if c, ok := decodeCommandFast(env.Kind, env.Body); ok {
+		return c, nil
+	}
 	p, ok := newBody(env.Kind)
 	if !ok {
 		return nil, cmdErr(CodeUnsupported, "", "unknown command kind %d", uint8(env.Kind))
@@ -73,43 +82,37 @@ func DecodeCommand(env Envelope) (Command, error) {
 	return deref(p), nil
 }
 
-// appendEnvelope writes one envelope, with its time, to enc.
-func encodeEnvelope(enc *msgpack.Encoder, env Envelope) error {
-	if err := enc.EncodeArrayLen(4); err != nil {
-		return err
-	}
-	if err := enc.EncodeUint8(env.Version); err != nil {
-		return err
-	}
-	if err := enc.EncodeUint8(uint8(env.Kind)); err != nil {
-		return err
-	}
-	if err := enc.EncodeTime(env.Now); err != nil {
-		return err
-	}
-	return enc.EncodeBytes(env.Body)
-}
-
 // encodeEntry encodes a log entry holding the envelopes.
 func encodeEntry(envs []Envelope) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(16 + envelopesSize(envs))
-	enc := msgpack.NewEncoder(&buf)
-	if err := enc.EncodeArrayLen(2); err != nil {
-		return nil, err
-	}
-	if err := enc.EncodeUint8(entryFormat); err != nil {
-		return nil, err
-	}
-	if err := enc.EncodeArrayLen(len(envs)); err != nil {
-		return nil, err
-	}
+	return appendEntry(make([]byte, 0, 16+envelopesSize(envs)), envs), nil
+}
+
+// appendEntry appends a log entry holding the envelopes: the bytes a
+// msgpack.Encoder writes for [entryFormat, [[version, kind, now, body],
+// ...]] with EncodeUint8, EncodeTime and EncodeBytes.
+func appendEntry(b []byte, envs []Envelope) []byte {
+	b = appendEntryHeader(b, len(envs))
 	for _, e := range envs {
-		if err := encodeEnvelope(enc, e); err != nil {
-			return nil, fmt.Errorf("encode %s envelope: %w", e.Kind, err)
-		}
+		b = appendEnvelope(b, e)
 	}
-	return buf.Bytes(), nil
+	return b
+}
+
+// appendEntryHeader appends the start of an entry of n envelopes, which
+// appendEnvelope then appends one by one.
+func appendEntryHeader(b []byte, n int) []byte {
+	b = append(b, 0x92, 0xcc, entryFormat)
+	return appendArrayLen(b, n)
+}
+
+// appendEnvelope appends one envelope of an entry.
+func appendEnvelope(b []byte, e Envelope) []byte {
+	b = append(b, 0x94, 0xcc, e.Version, 0xcc, uint8(e.Kind))
+	b = appendTime(b, e.Now)
+	if e.Body == nil {
+		return append(b, 0xc0)
+	}
+	return appendBin(b, e.Body)
 }
 
 // envelopeOverhead bounds the bytes an envelope adds around its body.
@@ -123,8 +126,79 @@ func envelopesSize(envs []Envelope) int {
 	return n
 }
 
-// decodeEntry decodes a log entry into its envelopes.
+// decodeEntry decodes a log entry into its envelopes. The bodies of the
+// envelopes may share data's memory.
 func decodeEntry(data []byte) ([]Envelope, error) {
+	if envs, ok := decodeEntryFast(data); ok {
+		return envs, nil
+	}
+	return decodeEntryStream(data)
+}
+
+// decodeEntryFast decodes an entry in the form appendEntry writes, without
+// copying the bodies; ok false means the entry is in another form (or
+// malformed), for decodeEntryStream to read or reject.
+func decodeEntryFast(data []byte) ([]Envelope, bool) {
+	r := &wireReader{b: data}
+	if n, ok := r.arrayLen(); !ok || n != 2 {
+		return nil, false
+	}
+	if f, ok := r.int64(); !ok || f != entryFormat {
+		return nil, false
+	}
+	count, ok := r.arrayLen()
+	if !ok || count > (len(data)-r.off)/5 {
+		return nil, false
+	}
+	envs := make([]Envelope, count)
+	for i := range envs {
+		if n, ok := r.arrayLen(); !ok || n != 4 {
+			return nil, false
+		}
+		v, ok := r.int64()
+		if !ok || v < 0 || v > math.MaxUint8 {
+			return nil, false
+		}
+		k, ok := r.int64()
+		if !ok || k < 0 || k > math.MaxUint8 {
+			return nil, false
+		}
+		now, ok := r.time()
+		if !ok {
+			return nil, false
+		}
+		c, ok := r.code()
+		var n uint64
+		switch {
+		case !ok:
+			return nil, false
+		case c == 0xc4:
+			n, ok = r.be(1)
+		case c == 0xc5:
+			n, ok = r.be(2)
+		case c == 0xc6:
+			n, ok = r.be(4)
+		default:
+			return nil, false
+		}
+		if !ok || n > maxFrame {
+			return nil, false
+		}
+		body, ok := r.next(int(n))
+		if !ok {
+			return nil, false
+		}
+		envs[i] = Envelope{Version: uint8(v), Kind: Kind(k), Now: canon(now), Body: body}
+	}
+	if !r.done() {
+		return nil, false
+	}
+	return envs, true
+}
+
+// decodeEntryStream decodes an entry in any form a msgpack encoder may
+// have written, with msgpack's decoder.
+func decodeEntryStream(data []byte) ([]Envelope, error) {
 	r := bytes.NewReader(data)
 	dec := msgpack.NewDecoder(r)
 	n, err := dec.DecodeArrayLen()

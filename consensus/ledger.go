@@ -39,7 +39,17 @@ type itemRef struct {
 }
 
 // key joins the parts of a composite key with NUL, which IDs never contain.
-func key(parts ...string) string { return strings.Join(parts, "\x00") }
+func key(parts ...string) string {
+	if len(parts) == 2 {
+		return parts[0] + "\x00" + parts[1]
+	}
+	return strings.Join(parts, "\x00")
+}
+
+// liveKey is the key of a job's live allocation in the live index: the job
+// ID first, so that keys differ in their first bytes (the table compares
+// those without following the key's pointer), then its region.
+func liveKey(jobRegion, jobID string) string { return key(jobID, jobRegion) }
 
 // expiryKey orders by time first: the sign bit is flipped so that the
 // big-endian bytes of UnixNano sort as the signed numbers do.
@@ -134,7 +144,8 @@ func (l *Ledger) Allocation(id string) (Allocation, bool) {
 // Allocations returns every allocation, live and stopped, by ID.
 func (l *Ledger) Allocations() []Allocation { return derefAll(values(l.t.allocs)) }
 
-// LiveAllocations returns the live allocations, by job.
+// LiveAllocations returns the live allocations, by job ID (then the
+// region that owns the job).
 func (l *Ledger) LiveAllocations() []Allocation {
 	out := make([]Allocation, 0, l.t.live.len())
 	l.t.live.each(func(_ string, id string) bool {
@@ -175,7 +186,7 @@ func (l *Ledger) NodeEscrows(nodeID string) []Escrow {
 // JobAllocation returns the live allocation of a job; jobRegion is the
 // region that owns the job (this ledger's region for its own jobs).
 func (l *Ledger) JobAllocation(jobRegion, jobID string) (Allocation, bool) {
-	id, ok := l.t.live.get(key(jobRegion, jobID))
+	id, ok := l.t.live.get(liveKey(jobRegion, jobID))
 	if !ok {
 		return Allocation{}, false
 	}
@@ -403,7 +414,7 @@ func (b *ledgerBuilder) addAlloc(a Allocation) error {
 	if !a.Live() {
 		return nil
 	}
-	if err := insertNew(t.live, key(a.JobRegion, a.JobID), a.ID, "live allocation of job", a.JobRegion+"/"+a.JobID); err != nil {
+	if err := insertNew(t.live, liveKey(a.JobRegion, a.JobID), a.ID, "live allocation of job", a.JobRegion+"/"+a.JobID); err != nil {
 		return err
 	}
 	t.onNode.set(key(a.NodeID, a.ID), struct{}{})
@@ -515,7 +526,7 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		if j.AllocID == "" {
 			return true
 		}
-		if id, ok := t.live.get(key(b.l.region, j.ID)); !ok || id != j.AllocID {
+		if id, ok := t.live.get(liveKey(b.l.region, j.ID)); !ok || id != j.AllocID {
 			errs = append(errs, fmt.Sprintf("job %q names live allocation %q that is not live", j.ID, j.AllocID))
 		}
 		if j.Remote != nil || j.State.Terminal() {

@@ -214,18 +214,18 @@ func (p *proposer) pack() {
 
 func (p *proposer) submit(batch []*proposal, cmds int) {
 	now := p.clock()
-	envs := make([]Envelope, 0, cmds)
+	size := 16
+	for _, pr := range batch {
+		size += pr.size
+	}
+	// The entry is written straight from the proposals, stamped with the
+	// leader's time.
+	data := appendEntryHeader(make([]byte, 0, size), cmds)
 	for _, pr := range batch {
 		for _, e := range pr.envs {
 			e.Now = now
-			envs = append(envs, e)
+			data = appendEnvelope(data, e)
 		}
-	}
-	data, err := encodeEntry(envs)
-	if err != nil {
-		p.release()
-		fail(batch, fmt.Errorf("encode log entry: %w", err))
-		return
 	}
 	// No enqueue timeout: a follower's Raft answers ErrNotLeader at once,
 	// and Shutdown answers everything.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -175,42 +176,46 @@ func decodeResponse(b []byte) (rpcResponse, error) {
 	return r, nil
 }
 
-// encodeResults writes results as an array of 9-element arrays.
+// encodeResults writes results as an array of 9-element arrays: [index,
+// id, epoch, existing, [expired...], pruned, code, subject, message], with
+// the integer widths msgpack's EncodeUint64, EncodeInt64 and EncodeUint16
+// write.
 func encodeResults(results []Result) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	if err := enc.EncodeArrayLen(len(results)); err != nil {
-		return nil, err
+	n := 8
+	for _, r := range results {
+		n += 48 + len(r.ID)
+		for _, id := range r.Expired {
+			n += 5 + len(id)
+		}
+		if r.Err != nil {
+			n += 64
+		}
 	}
+	b := appendArrayLen(make([]byte, 0, n), len(results))
 	for _, r := range results {
 		ce := asCommandError(r.Err)
 		if ce == nil {
 			ce = &CommandError{}
 		}
-		steps := []func() error{
-			func() error { return enc.EncodeArrayLen(9) },
-			func() error { return enc.EncodeUint64(r.Index) },
-			func() error { return enc.EncodeString(r.ID) },
-			func() error { return enc.EncodeUint64(r.Epoch) },
-			func() error { return enc.EncodeBool(r.Existing) },
-			func() error { return enc.EncodeArrayLen(len(r.Expired)) },
+		b = append(b, 0x99)
+		b = appendUint64(b, r.Index)
+		b = appendStr(b, r.ID)
+		b = appendUint64(b, r.Epoch)
+		if r.Existing {
+			b = append(b, 0xc3)
+		} else {
+			b = append(b, 0xc2)
 		}
+		b = appendArrayLen(b, len(r.Expired))
 		for _, id := range r.Expired {
-			steps = append(steps, func() error { return enc.EncodeString(id) })
+			b = appendStr(b, id)
 		}
-		steps = append(steps,
-			func() error { return enc.EncodeInt64(int64(r.Pruned)) },
-			func() error { return enc.EncodeUint16(uint16(ce.Code)) },
-			func() error { return enc.EncodeString(ce.Subject) },
-			func() error { return enc.EncodeString(ce.Message) },
-		)
-		for _, f := range steps {
-			if err := f(); err != nil {
-				return nil, err
-			}
-		}
+		b = appendInt64(b, int64(r.Pruned))
+		b = append(b, 0xcd, byte(ce.Code>>8), byte(ce.Code))
+		b = appendStr(b, ce.Subject)
+		b = appendStr(b, ce.Message)
 	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
 // decodeResults reads what encodeResults wrote; every count is checked
@@ -317,16 +322,25 @@ func (c *rpcClient) get(addr string) net.Conn {
 
 // idleConnAlive reports whether an idle connection is still open: a peer
 // that restarted or crashed has closed or reset it, and a request sent on
-// it would be lost with no way to tell whether it arrived. A read with an
-// expired deadline returns at once: a timeout means nothing is wrong.
+// it would be lost with no way to tell whether it arrived. A TCP
+// connection is checked by peeking at its socket. (A read with an expired
+// deadline, as before, cannot tell: net.Conn fails it at once, before
+// looking at the socket.) A connection without a descriptor, such as a
+// simulated one, is taken as open.
 func idleConnAlive(conn net.Conn) bool {
-	if err := conn.SetReadDeadline(time.Unix(1, 0)); err != nil {
+	if tc, ok := conn.(*trackedConn); ok {
+		conn = tc.Conn
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	// A deadline left over from the last call would fail the peek.
+	if err := conn.SetReadDeadline(time.Time{}); err != nil {
 		return false
 	}
-	var b [1]byte
-	_, err := conn.Read(b[:])
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	closed, known := peerClosed(sc)
+	return !known || !closed
 }
 
 func (c *rpcClient) put(addr string, conn net.Conn) {
@@ -347,6 +361,9 @@ func (c *rpcClient) call(ctx context.Context, addr string, req rpcRequest) (rpcR
 	body, err := encodeRequest(req)
 	if err != nil {
 		return rpcResponse{}, fmt.Errorf("encode request: %w: %w", errUnsent, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return rpcResponse{}, fmt.Errorf("call %s: %w: %w", addr, errUnsent, err)
 	}
 	conn := c.get(addr)
 	if conn == nil {

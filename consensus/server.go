@@ -33,6 +33,7 @@ type Server struct {
 	rpc   *rpcClient
 	store *raftboltdb.BoltStore
 	prop  *proposer
+	fwd   *forwarder
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -164,6 +165,7 @@ func Open(cfg Config) (_ *Server, err error) {
 	}
 	s.raft = r
 	s.prop = newProposer(r, cfg.Clock, cfg.MaxEntryCommands, cfg.MaxEntryBytes, cfg.MaxInflightEntries)
+	s.fwd = newForwarder(s, cfg.MaxEntryCommands, cfg.MaxEntryBytes)
 
 	s.observations = make(chan raft.Observation, 16)
 	s.observer = raft.NewObserver(s.observations, false, func(o *raft.Observation) bool {
@@ -200,6 +202,7 @@ func (s *Server) Close() error {
 	close(s.raftDone)
 	s.cancel()
 	s.prop.close()
+	s.fwd.close()
 	s.wg.Wait()
 	s.raft.DeregisterObserver(s.observer)
 	if err := s.trans.Close(); err != nil {
@@ -279,7 +282,8 @@ func (s *Server) proposeEnvelopes(ctx context.Context, envs []Envelope) ([]Resul
 			}
 			lastErr = err
 		} else if addr, id := s.raft.LeaderWithID(); addr != "" && string(id) != s.cfg.NodeID {
-			res, err := s.forward(ctx, string(addr), envs)
+			s.forwarded.Add(1)
+			res, err := s.fwd.forward(ctx, string(addr), envs)
 			if err == nil || !retryable(err) {
 				return res, err
 			}
@@ -297,12 +301,13 @@ func retryable(err error) bool {
 	return errors.Is(err, errUnsent) || errors.Is(err, ErrNotLeader) || errors.Is(err, errNotLeaderRetry)
 }
 
-func (s *Server) forward(ctx context.Context, addr string, envs []Envelope) ([]Result, error) {
+// forwardRPC sends envelopes to the leader at addr as one proposal, in one
+// RPC, and returns their results.
+func (s *Server) forwardRPC(ctx context.Context, addr string, envs []Envelope) ([]Result, error) {
 	payload, err := encodeEntry(envs)
 	if err != nil {
 		return nil, fmt.Errorf("encode forwarded proposal: %w", err)
 	}
-	s.forwarded.Add(1)
 	resp, err := s.rpc.call(ctx, addr, s.request(ctx, opPropose, payload))
 	if err != nil {
 		if errors.Is(err, errUnsent) {
@@ -706,8 +711,11 @@ type Stats struct {
 	// batch size.
 	ProposedEntries  uint64
 	ProposedCommands uint64
-	// ForwardedProposals counts proposals sent to a leader as follower.
+	// ForwardedProposals counts proposals sent to a leader as follower,
+	// and ForwardRPCs the RPCs that carried them (concurrent proposals
+	// share one).
 	ForwardedProposals uint64
+	ForwardRPCs        uint64
 	Ledger             Counts
 }
 
@@ -722,8 +730,8 @@ func (s *Server) Stats() Stats {
 		LastLogIndex: s.raft.LastIndex(), CommitIndex: s.raft.CommitIndex(), AppliedIndex: s.raft.AppliedIndex(),
 		LedgerIndex: l.Index(), LedgerNow: l.Now(),
 		ProposedEntries: s.prop.entries.Load(), ProposedCommands: s.prop.commands.Load(),
-		ForwardedProposals: s.forwarded.Load(),
-		Ledger:             l.Counts(),
+		ForwardedProposals: s.forwarded.Load(), ForwardRPCs: s.fwd.rpcs.Load(),
+		Ledger: l.Counts(),
 	}
 	raw := s.raft.Stats()
 	st.LastSnapshotIndex, _ = strconv.ParseUint(raw["last_snapshot_index"], 10, 64)

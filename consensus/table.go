@@ -16,9 +16,35 @@ type table[V any] struct {
 	t *btree.BTreeG[entry[V]]
 }
 
+// entry is a key and its value. head holds the key's first 8 bytes (zero
+// padded, big-endian), so that most comparisons in a search are decided
+// without following the key's pointer to its bytes, which in a large table
+// is a cache miss for nearly every comparison.
 type entry[V any] struct {
-	k string
-	v V
+	head uint64
+	k    string
+	v    V
+}
+
+func keyEntry[V any](k string) entry[V] { return entry[V]{head: keyHead(k), k: k} }
+
+// keyHead packs the first 8 bytes of k. Comparing heads orders keys as
+// comparing their first 8 bytes does, a shorter key counting as padded
+// with zero bytes; keys whose heads are equal are compared whole.
+func keyHead(k string) uint64 {
+	var h uint64
+	n := min(len(k), 8)
+	for i := range n {
+		h |= uint64(k[i]) << (56 - 8*i)
+	}
+	return h
+}
+
+func entryLess[V any](a, b entry[V]) bool {
+	if a.head != b.head {
+		return a.head < b.head
+	}
+	return a.k < b.k
 }
 
 // btreeDegree keeps nodes small, so that copy-on-write after a clone
@@ -26,23 +52,25 @@ type entry[V any] struct {
 const btreeDegree = 16
 
 func newTable[V any]() table[V] {
-	return table[V]{t: btree.NewG(btreeDegree, func(a, b entry[V]) bool { return a.k < b.k })}
+	return table[V]{t: btree.NewG(btreeDegree, entryLess[V])}
 }
 
 func (t table[V]) get(k string) (V, bool) {
-	e, ok := t.t.Get(entry[V]{k: k})
+	e, ok := t.t.Get(keyEntry[V](k))
 	return e.v, ok
 }
 
-func (t table[V]) has(k string) bool { return t.t.Has(entry[V]{k: k}) }
+func (t table[V]) has(k string) bool { return t.t.Has(keyEntry[V](k)) }
 
 func (t table[V]) set(k string, v V) (old V, existed bool) {
-	e, existed := t.t.ReplaceOrInsert(entry[V]{k: k, v: v})
-	return e.v, existed
+	e := keyEntry[V](k)
+	e.v = v
+	prev, existed := t.t.ReplaceOrInsert(e)
+	return prev.v, existed
 }
 
 func (t table[V]) del(k string) (old V, existed bool) {
-	e, existed := t.t.Delete(entry[V]{k: k})
+	e, existed := t.t.Delete(keyEntry[V](k))
 	return e.v, existed
 }
 
@@ -58,7 +86,7 @@ func (t table[V]) each(fn func(k string, v V) bool) {
 // prefix calls fn, in key order, for the keys with the prefix, until fn
 // returns false.
 func (t table[V]) prefix(p string, fn func(k string, v V) bool) {
-	t.t.AscendGreaterOrEqual(entry[V]{k: p}, func(e entry[V]) bool {
+	t.t.AscendGreaterOrEqual(keyEntry[V](p), func(e entry[V]) bool {
 		if !strings.HasPrefix(e.k, p) {
 			return false
 		}
@@ -85,7 +113,7 @@ type tables struct {
 	escrows table[*Escrow]
 	leases  table[*Lease]
 	trades  table[*Trade]   // auction \0 item
-	live    table[string]   // job region \0 job ID → live allocation ID
+	live    table[string]   // job ID \0 job region → live allocation ID
 	items   table[itemRef]  // auction \0 item → escrow or converted allocation (seller side)
 	onNode  table[struct{}] // node ID \0 allocation or escrow ID: what holds capacity on a node
 	expiry  table[struct{}] // 8-byte time \0 ID: live escrows and leased allocations by expiry
