@@ -28,7 +28,7 @@ import (
 func LocalOnly() Scheduler {
 	return &baseline{
 		name: "local-only",
-		order: func(w *World, j *Job) []string {
+		order: func(w *World, j *Job, _ map[string]float64) []string {
 			return []string{j.Origin}
 		},
 		latency: func(w *World, j *Job, r string) time.Duration {
@@ -47,7 +47,7 @@ func LocalOnly() Scheduler {
 func NearestFirst() Scheduler {
 	return &baseline{
 		name: "nearest-first",
-		order: func(w *World, j *Job) []string {
+		order: func(w *World, j *Job, _ map[string]float64) []string {
 			rs := w.Regions()
 			slices.SortStableFunc(rs, func(a, b string) int {
 				return cmp.Compare(w.RTT(j.Origin, a), w.RTT(j.Origin, b))
@@ -69,7 +69,7 @@ func NearestFirst() Scheduler {
 func CentralCheapest() Scheduler {
 	return &baseline{
 		name: "central-cheapest",
-		order: func(w *World, j *Job) []string {
+		order: func(w *World, j *Job, _ map[string]float64) []string {
 			rs := w.Regions()
 			slices.SortStableFunc(rs, func(a, b string) int {
 				return cmp.Or(cmp.Compare(w.Price(a), w.Price(b)), cmp.Compare(w.RTT(j.Origin, a), w.RTT(j.Origin, b)))
@@ -118,8 +118,11 @@ func brokerRegion(w *World) string {
 // baseline is a scheduler that tries regions in a fixed order per job.
 type baseline struct {
 	name string
-	// order lists the regions to try for j, best first.
-	order func(w *World, j *Job) []string
+	// order lists the regions to try for j, best first, given each
+	// region's free compute now; infeasible ones are skipped.
+	order func(w *World, j *Job, free map[string]float64) []string
+	// packing is how a region's pipeline spreads jobs over its nodes.
+	packing placement.Packing
 	// latency models the time from arrival to a committed placement in r.
 	latency func(w *World, j *Job, r string) time.Duration
 	// note says how, for the report.
@@ -131,7 +134,7 @@ func (b *baseline) Name() string { return b.name }
 
 // Run implements Scheduler: the discrete-event simulation described above.
 func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, error) {
-	pipe, err := placement.NewPipeline(placement.Config{RTT: w.RTTs()})
+	pipe, err := placement.NewPipeline(placement.Config{RTT: w.RTTs(), Score: placement.ScoreConfig{Packing: b.packing}})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("%s: %w", b.name, err)
 	}
@@ -148,9 +151,13 @@ func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, erro
 			e := heap.Pop(&running).(ending)
 			nodes[e.node].Free = nodes[e.node].Free.Add(jobs[e.job].Demand)
 		}
+		free := make(map[string]float64, len(span))
+		for _, n := range nodes {
+			free[n.Region] += n.Free.ComputePerHour
+		}
 		pj := j.PlacementJob()
 		tried := 0
-		for _, r := range b.order(w, j) {
+		for _, r := range b.order(w, j, free) {
 			if !w.feasible(j, r) {
 				continue
 			}

@@ -79,6 +79,8 @@ func TestFlagErrorsNameTheFlagAndFile(t *testing.T) {
 		{[]string{"-window", "0s"}, []string{"-window"}},
 		{[]string{"-mesh", "meridian,foo"}, []string{"-mesh", `"foo"`}},
 		{[]string{"-mesh", "meridian,meridian"}, []string{"-mesh", "twice"}},
+		{[]string{"-local-reserve", "1"}, []string{"-local-reserve", "below 1"}},
+		{[]string{"-local-reserve", "NaN"}, []string{"-local-reserve"}},
 	}
 	for _, c := range cases {
 		_, _, err := parseFlags(c.args...)
