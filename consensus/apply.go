@@ -282,7 +282,14 @@ func (tx *ledgerTx) job(id string) (*Job, bool)          { return tx.t.jobs.get(
 func (tx *ledgerTx) alloc(id string) (*Allocation, bool) { return tx.t.allocs.get(id) }
 
 func (tx *ledgerTx) putNode(n *Node)        { set(tx, tx.t.nodes, n.ID, n) }
-func (tx *ledgerTx) putJob(j *Job)          { set(tx, tx.t.jobs, j.ID, j) }
+func (tx *ledgerTx) putJob(j *Job) {
+	set(tx, tx.t.jobs, j.ID, j)
+	if j.State == JobPending {
+		set(tx, tx.t.pending, j.ID, struct{}{})
+	} else {
+		del(tx, tx.t.pending, j.ID)
+	}
+}
 func (tx *ledgerTx) putAlloc(a *Allocation) { set(tx, tx.t.allocs, a.ID, a) }
 
 // addUsed and subUsed change a node's Used by res. Records in the tables
@@ -1249,6 +1256,7 @@ func (tx *ledgerTx) prune(c Prune) (Result, *CommandError) {
 		if del(tx, tx.t.jobs, k) {
 			pruned++
 		}
+		del(tx, tx.t.pending, k)
 	}
 	for _, k := range allocs {
 		if del(tx, tx.t.allocs, k) {

@@ -210,12 +210,12 @@ func (l *Ledger) Jobs() []Job {
 }
 
 // PendingJobs returns the jobs waiting for a placement, by ID. A leader
-// looks for them on every placement pass; copying only these keeps a pass
+// looks for them on every placement pass; an index of them keeps a pass
 // cheap however many finished jobs the ledger holds.
 func (l *Ledger) PendingJobs() []Job {
 	var out []Job
-	l.t.jobs.each(func(_ string, j *Job) bool {
-		if j.State == JobPending {
+	l.t.pending.each(func(id string, _ struct{}) bool {
+		if j, ok := l.t.jobs.get(id); ok {
 			out = append(out, copyJob(j))
 		}
 		return true
@@ -395,7 +395,13 @@ func (b *ledgerBuilder) addJob(j Job) error {
 	if j.ID == "" || !j.State.valid() {
 		return fmt.Errorf("job %q: empty ID or invalid state %d", j.ID, j.State)
 	}
-	return insertNew(b.l.t.jobs, j.ID, &j, "job", j.ID)
+	if err := insertNew(b.l.t.jobs, j.ID, &j, "job", j.ID); err != nil {
+		return err
+	}
+	if j.State == JobPending {
+		b.l.t.pending.set(j.ID, struct{}{})
+	}
+	return nil
 }
 
 func (b *ledgerBuilder) addAlloc(a Allocation) error {

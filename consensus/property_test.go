@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -147,6 +148,20 @@ func checkInvariants(t *testing.T, l *Ledger, step int) {
 		if j.State.Terminal() && j.AllocID != "" {
 			t.Fatalf("step %d: %s job %s still holds allocation %s", step, j.State, j.ID, j.AllocID)
 		}
+	}
+	// The pending index lists exactly the pending jobs, in ID order.
+	var want []string
+	for _, j := range l.Jobs() {
+		if j.State == JobPending {
+			want = append(want, j.ID)
+		}
+	}
+	var got []string
+	for _, j := range l.PendingJobs() {
+		got = append(got, j.ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("step %d: PendingJobs lists %v; the pending jobs are %v", step, got, want)
 	}
 }
 

@@ -117,6 +117,7 @@ type tables struct {
 	items   table[itemRef]  // auction \0 item → escrow or converted allocation (seller side)
 	onNode  table[struct{}] // node ID \0 allocation or escrow ID: what holds capacity on a node
 	expiry  table[struct{}] // 8-byte time \0 ID: live escrows and leased allocations by expiry
+	pending table[struct{}] // job ID: the jobs waiting for a placement
 }
 
 func newTables() *tables {
@@ -124,7 +125,7 @@ func newTables() *tables {
 		nodes: newTable[*Node](), allocs: newTable[*Allocation](), jobs: newTable[*Job](),
 		escrows: newTable[*Escrow](), leases: newTable[*Lease](), trades: newTable[*Trade](),
 		live: newTable[string](), items: newTable[itemRef](), onNode: newTable[struct{}](),
-		expiry: newTable[struct{}](),
+		expiry: newTable[struct{}](), pending: newTable[struct{}](),
 	}
 }
 
@@ -135,6 +136,6 @@ func (ts *tables) clone() *tables {
 		nodes: ts.nodes.clone(), allocs: ts.allocs.clone(), jobs: ts.jobs.clone(),
 		escrows: ts.escrows.clone(), leases: ts.leases.clone(), trades: ts.trades.clone(),
 		live: ts.live.clone(), items: ts.items.clone(), onNode: ts.onNode.clone(),
-		expiry: ts.expiry.clone(),
+		expiry: ts.expiry.clone(), pending: ts.pending.clone(),
 	}
 }

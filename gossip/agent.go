@@ -525,8 +525,8 @@ type Stats struct {
 	Records int
 	// RecordsMerged counts records that replaced an older version.
 	RecordsMerged uint64
-	// RecordsDuplicate counts broadcasts of a record already held, dropped
-	// without decoding.
+	// RecordsDuplicate counts broadcasts of a record already held, or of
+	// an older version of it, dropped without decoding.
 	RecordsDuplicate uint64
 	// RecordsRejected and MessagesRejected count input that did not decode.
 	RecordsRejected, MessagesRejected uint64

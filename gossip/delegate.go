@@ -24,8 +24,8 @@ func (d delegate) NodeMeta(limit int) []byte { return d.a.meta }
 // NotifyMsg handles a broadcast from a peer. memberlist may reuse b after
 // the call, so whatever is kept is copied.
 func (d delegate) NotifyMsg(b []byte) {
-	if len(b) > 1 && MessageType(b[0]) == MessageRecord && d.a.view.holds(b[1:]) {
-		return // a copy of a record held already: gossip repeats itself
+	if len(b) > 1 && MessageType(b[0]) == MessageRecord && (d.a.view.holds(b[1:]) || d.a.view.superseded(b[1:])) {
+		return // a copy of a record held already, or of an older one: gossip repeats itself
 	}
 	_, rec, err := DecodeMessage(b)
 	if err != nil {
@@ -65,7 +65,7 @@ func (d delegate) LocalState(join bool) []byte {
 // MergeRemoteState merges a peer's records. Records that do not decode are
 // skipped, logged and counted; a malformed envelope is rejected whole.
 func (d delegate) MergeRemoteState(buf []byte, join bool) {
-	good, rejected, err := decodeState(buf)
+	good, rejected, err := decodeState(buf, d.a.view.holds)
 	for _, r := range rejected {
 		d.a.view.rejected(false)
 		d.a.log.Warn("gossip: rejected a record in a push/pull state", "err", r)

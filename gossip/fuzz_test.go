@@ -25,6 +25,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		peekRecord(b) // must not panic on any input
 		r, err := DecodeRecord(b)
 		if err != nil {
 			return
@@ -42,6 +43,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		r2, err := DecodeRecord(again)
 		if err != nil {
 			t.Fatalf("decoding a re-encoded record: %v", err)
+		}
+		if node, version, ok := peekRecord(again); !ok || node != r.Node || version != r.Version {
+			t.Fatalf("peekRecord = %q, %d, %v; want %q, %d", node, version, ok, r.Node, r.Version)
 		}
 		if again2, _ := EncodeRecord(r2); !bytes.Equal(again, again2) {
 			t.Fatal("record encoding is not stable across a round trip")
@@ -81,7 +85,7 @@ func FuzzDecodeState(f *testing.F) {
 	f.Add(state)
 	f.Add([]byte{stateFormat, 0x90})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		good, _, _ := decodeState(b)
+		good, _, _ := decodeState(b, nil)
 		for _, e := range good {
 			if err := e.rec.Validate(); err != nil {
 				t.Fatalf("decoded an invalid record: %v", err)

@@ -96,8 +96,9 @@ func encodeState(raws [][]byte) ([]byte, error) {
 
 // decodeState decodes a push/pull state. A malformed envelope fails as a
 // whole; a record that does not decode is skipped and reported in rejected,
-// so one bad record does not hide the others.
-func decodeState(b []byte) (good []entry, rejected []error, err error) {
+// so one bad record does not hide the others. Records for which held
+// reports true (the receiver has those exact bytes) are skipped undecoded.
+func decodeState(b []byte, held func(raw []byte) bool) (good []entry, rejected []error, err error) {
 	if len(b) == 0 {
 		return nil, nil, nil // a peer with nothing to say
 	}
@@ -127,10 +128,14 @@ func decodeState(b []byte) (good []entry, rejected []error, err error) {
 		if size < 0 || size > r.Len() {
 			return good, rejected, fmt.Errorf("decode state: record %d: length %d exceeds the %d bytes left: %w", i, size, r.Len(), ErrMalformed)
 		}
-		raw := make([]byte, size)
-		if _, err := io.ReadFull(r, raw); err != nil {
+		at := len(b) - r.Len()
+		if _, err := r.Seek(int64(size), io.SeekCurrent); err != nil {
 			return good, rejected, fmt.Errorf("decode state: record %d: %w: %w", i, ErrMalformed, err)
 		}
+		if held != nil && held(b[at:at+size]) {
+			continue // a periodic push/pull mostly repeats what we hold
+		}
+		raw := bytes.Clone(b[at : at+size])
 		rec, err := DecodeRecord(raw)
 		if err != nil {
 			rejected = append(rejected, fmt.Errorf("record %d: %w", i, err))

@@ -75,7 +75,7 @@ func TestStateRoundTripSkipsBadRecords(t *testing.T) {
 	if err != nil {
 		t.Fatalf("encodeState: %v", err)
 	}
-	good, rejected, err := decodeState(state)
+	good, rejected, err := decodeState(state, nil)
 	if err != nil {
 		t.Fatalf("decodeState: %v", err)
 	}
@@ -86,6 +86,20 @@ func TestStateRoundTripSkipsBadRecords(t *testing.T) {
 		if !bytes.Equal(e.raw, raws[i]) {
 			t.Fatalf("record %d came back with different bytes", i)
 		}
+	}
+	// Records the receiver holds are skipped without being decoded; the
+	// rest come back as before, with bytes of their own.
+	held := func(raw []byte) bool { return bytes.Equal(raw, raws[1]) }
+	good, rejected, err = decodeState(state, held)
+	if err != nil || len(good) != 2 || len(rejected) != 1 {
+		t.Fatalf("decodeState with raws[1] held = %d good, %v rejected, %v; want 2 good, 1 rejected", len(good), rejected, err)
+	}
+	if !bytes.Equal(good[0].raw, raws[0]) || !bytes.Equal(good[1].raw, raws[2]) {
+		t.Fatal("decodeState with a held record returned the wrong records")
+	}
+	good[0].raw[0] ^= 0xff
+	if !bytes.Contains(state, raws[0]) {
+		t.Fatal("a decoded record shares its bytes with the state buffer")
 	}
 }
 
@@ -111,12 +125,12 @@ func TestDecodeStateRejects(t *testing.T) {
 		{"trailing bytes", append(bytes.Clone(state), 0), ErrMalformed},
 		{"oversize", make([]byte, MaxStateSize+1), ErrTooLarge},
 	} {
-		if _, _, err := decodeState(tc.b); !errors.Is(err, tc.want) {
+		if _, _, err := decodeState(tc.b, nil); !errors.Is(err, tc.want) {
 			t.Errorf("decodeState(%s) = %v; want an error wrapping %v", tc.name, err, tc.want)
 		}
 	}
-	if good, rejected, err := decodeState(nil); err != nil || len(good)+len(rejected) != 0 {
-		t.Errorf("decodeState(nil) = %v, %v, %v; want nothing and no error", good, rejected, err)
+	if good, rejected, err := decodeState(nil, nil); err != nil || len(good)+len(rejected) != 0 {
+		t.Errorf("decodeState(nil, nil) = %v, %v, %v; want nothing and no error", good, rejected, err)
 	}
 }
 

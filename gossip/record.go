@@ -456,6 +456,44 @@ func DecodeRecord(b []byte) (Record, error) {
 	return r, nil
 }
 
+// peekRecord reads the node and version of an encoded record without
+// decoding or validating the rest, so that a copy older than the one held
+// can be dropped cheaply: most broadcasts a node receives are such copies.
+// ok is false if they cannot be read; the caller then decodes in full.
+func peekRecord(b []byte) (node string, version uint64, ok bool) {
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(b))
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return "", 0, false
+	}
+	var haveNode, haveVersion bool
+	for range n {
+		k, err := dec.DecodeString()
+		if err != nil {
+			return "", 0, false
+		}
+		switch k {
+		case "n":
+			node, err = dec.DecodeString()
+			haveNode = err == nil
+		case "v":
+			version, err = dec.DecodeUint64()
+			haveVersion = err == nil
+		default:
+			err = dec.Skip()
+		}
+		if err != nil {
+			return "", 0, false
+		}
+		if haveNode && haveVersion {
+			return node, version, true
+		}
+	}
+	return "", 0, false
+}
+
 // marshal encodes v compactly (floats that fit float32 exactly and small
 // integers take fewer bytes).
 func marshal(v any) ([]byte, error) {
@@ -475,7 +513,9 @@ func unmarshalExact(b []byte, v any) error {
 		return fmt.Errorf("empty input: %w", ErrMalformed)
 	}
 	r := bytes.NewReader(b)
-	dec := msgpack.NewDecoder(r)
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(r)
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}

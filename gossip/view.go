@@ -2,7 +2,7 @@ package gossip
 
 import (
 	"bytes"
-	"hash/fnv"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"slices"
@@ -52,11 +52,17 @@ type view struct {
 
 	mu      sync.Mutex
 	members map[string]*Member
+	// live counts the members that are alive or suspect; memberlist asks
+	// for it on every gossip round (to size retransmits), too often to
+	// count the map each time. setStateLocked keeps it.
+	live    int
 	records map[string]entry
 	// byHash indexes the records by a hash of their encoding, so that a
 	// broadcast of a record already held, which gossip delivers several
-	// times over, is recognised without decoding it.
-	byHash     map[uint64]string
+	// times over, is recognised without decoding it. It maps to the
+	// encoding itself (the entry's bytes, shared), which is all holds
+	// compares.
+	byHash     map[uint64][]byte
 	tombstones map[string]tombstone
 	coords     map[string]*coordinate.Coordinate
 	rtts       map[string]rttStat
@@ -89,7 +95,7 @@ func newView(self string, now func() time.Time, log *slog.Logger, recon *reconne
 		suspectTTL:       suspectTTL,
 		members:          make(map[string]*Member),
 		records:          make(map[string]entry),
-		byHash:           make(map[uint64]string),
+		byHash:           make(map[uint64][]byte),
 		tombstones:       make(map[string]tombstone),
 		coords:           make(map[string]*coordinate.Coordinate),
 		rtts:             make(map[string]rttStat),
@@ -151,14 +157,20 @@ func (v *view) aliveCount() int {
 	return v.aliveCountLocked()
 }
 
-func (v *view) aliveCountLocked() int {
-	n := 0
-	for _, m := range v.members {
-		if m.State == StateAlive || m.State == StateSuspect {
-			n++
-		}
+func (v *view) aliveCountLocked() int { return v.live }
+
+// counts reports whether a member in state s counts as alive.
+func counts(s MemberState) bool { return s == StateAlive || s == StateSuspect }
+
+// setStateLocked moves m to state s since now, keeping the live count.
+func (v *view) setStateLocked(m *Member, s MemberState, now time.Time) {
+	switch was, is := counts(m.State), counts(s); {
+	case is && !was:
+		v.live++
+	case was && !is:
+		v.live--
 	}
-	return n
+	m.State, m.Since = s, now
 }
 
 // memberAlive records that a member is alive with the given metadata: a
@@ -172,13 +184,13 @@ func (v *view) memberAlive(name string, addr []byte, port uint16, meta Meta) {
 		m = &Member{Name: name}
 		v.members[name] = m
 	}
-	wasAlive := ok && (m.State == StateAlive || m.State == StateSuspect)
+	wasAlive := ok && counts(m.State)
 	metaChanged := ok && m.Meta != meta
 	m.Addr = append(m.Addr[:0:0], addr...)
 	m.Port = port
 	m.Meta = meta
 	if m.State != StateAlive {
-		m.State, m.Since = StateAlive, now
+		v.setStateLocked(m, StateAlive, now)
 	}
 	delete(v.suspects, name)
 	v.recon.remove(name)
@@ -211,7 +223,7 @@ func (v *view) memberGone(name string, addr []byte, port uint16, meta Meta) {
 		v.leftLocked(m, now)
 		return
 	}
-	m.State, m.Since = StateFailed, now
+	v.setStateLocked(m, StateFailed, now)
 	if name != v.self {
 		v.recon.add(name, m.Address(), now)
 	}
@@ -224,7 +236,7 @@ func (v *view) leftLocked(m *Member, now time.Time) {
 	if m.State == StateLeft {
 		return
 	}
-	m.State, m.Since = StateLeft, now
+	v.setStateLocked(m, StateLeft, now)
 	v.recon.remove(m.Name)
 	if m.Name != v.self {
 		v.removeRecordLocked(m.Name, now)
@@ -247,7 +259,7 @@ func (v *view) removeRecordLocked(name string, now time.Time) {
 	if e, ok := v.records[name]; ok {
 		v.tombstones[name] = tombstone{version: e.rec.Version, until: now.Add(v.tombstoneTimeout)}
 		delete(v.records, name)
-		v.unindexLocked(name, e)
+		v.unindexLocked(e)
 	}
 	delete(v.coords, name)
 	delete(v.rtts, name)
@@ -269,7 +281,7 @@ func (v *view) probeFailed(name string) {
 		return
 	}
 	now := v.now()
-	m.State, m.Since = StateSuspect, now
+	v.setStateLocked(m, StateSuspect, now)
 	v.suspects[name] = now.Add(v.suspectTTL(v.aliveCountLocked()))
 }
 
@@ -291,7 +303,7 @@ func (v *view) pingComplete(name string, rtt time.Duration, c *coordinate.Coordi
 		v.coords[name] = c
 	}
 	if m, ok := v.members[name]; ok && m.State == StateSuspect {
-		m.State, m.Since = StateAlive, v.now()
+		v.setStateLocked(m, StateAlive, v.now())
 		delete(v.suspects, name)
 	}
 }
@@ -591,7 +603,7 @@ func (v *view) expire() (forgotten []string) {
 		if !now.Before(until) {
 			delete(v.suspects, name)
 			if m, ok := v.members[name]; ok && m.State == StateSuspect {
-				m.State, m.Since = StateAlive, now
+				v.setStateLocked(m, StateAlive, now)
 			}
 		}
 	}
@@ -718,15 +730,15 @@ func (v *view) regionRTT(from, to string, self *coordinate.Coordinate, ttl time.
 // putRecordLocked stores name's record and indexes its encoding.
 func (v *view) putRecordLocked(name string, e entry) {
 	if cur, ok := v.records[name]; ok {
-		v.unindexLocked(name, cur)
+		v.unindexLocked(cur)
 	}
 	v.records[name] = e
-	v.byHash[rawHash(e.raw)] = name
+	v.byHash[rawHash(e.raw)] = e.raw
 }
 
-func (v *view) unindexLocked(name string, e entry) {
+func (v *view) unindexLocked(e entry) {
 	h := rawHash(e.raw)
-	if v.byHash[h] == name {
+	if bytes.Equal(v.byHash[h], e.raw) {
 		delete(v.byHash, h)
 	}
 }
@@ -736,19 +748,42 @@ func (v *view) unindexLocked(name string, e entry) {
 func (v *view) holds(raw []byte) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	name, ok := v.byHash[rawHash(raw)]
-	if ok && bytes.Equal(v.records[name].raw, raw) {
+	if held, ok := v.byHash[rawHash(raw)]; ok && bytes.Equal(held, raw) {
 		v.counters.recordsDuplicate++
 		return true
 	}
 	return false
 }
 
-func rawHash(raw []byte) uint64 {
-	h := fnv.New64a()
-	h.Write(raw)
-	return h.Sum64()
+// rawSeed seeds rawHash; byHash lives in memory only, so any seed will do.
+var rawSeed = maphash.MakeSeed()
+
+// superseded reports whether raw is a copy of a peer's record older than
+// the one held (or than its tombstone), read from its node and version
+// alone. Our own record is never superseded here: mergeLocked learns from
+// every version of it a peer holds.
+func (v *view) superseded(raw []byte) bool {
+	node, version, ok := peekRecord(raw)
+	if !ok {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if node == v.self {
+		return false
+	}
+	if t, ok := v.tombstones[node]; ok && version <= t.version {
+		v.counters.recordsDuplicate++
+		return true
+	}
+	if e, ok := v.records[node]; ok && e.rec.Version > version {
+		v.counters.recordsDuplicate++
+		return true
+	}
+	return false
 }
+
+func rawHash(raw []byte) uint64 { return maphash.Bytes(rawSeed, raw) }
 
 // memberList copies the members alone (of region, or all for ""), sorted by name: Members is called
 // on every forwarded request, and copying the records and coordinates too

@@ -325,6 +325,46 @@ func TestViewRecognisesDuplicateBroadcasts(t *testing.T) {
 	}
 }
 
+// TestViewRecognisesSupersededBroadcasts checks that a copy of an older
+// version is dropped on its node and version alone, while newer versions,
+// our own record and bytes that do not peek pass through to be decoded.
+func TestViewRecognisesSupersededBroadcasts(t *testing.T) {
+	now := t0
+	v := newTestView("self", &now)
+	v1 := mustEntry(t, testRecord("p", 1))
+	v2 := mustEntry(t, testRecord("p", 2))
+	v3 := mustEntry(t, testRecord("p", 3))
+	if v.superseded(v1.raw) {
+		t.Fatal("an empty view supersedes a record")
+	}
+	v.merge(v2)
+	if !v.superseded(v1.raw) {
+		t.Fatal("version 1 not superseded by the held version 2")
+	}
+	if v.superseded(v2.raw) || v.superseded(v3.raw) {
+		t.Fatal("the held or a newer version counted as superseded")
+	}
+	self := mustEntry(t, testRecord("self", 1))
+	v.mu.Lock()
+	v.records["self"] = mustEntry(t, testRecord("self", 5))
+	v.mu.Unlock()
+	if v.superseded(self.raw) {
+		t.Fatal("an old copy of our own record was dropped; mergeLocked must see it")
+	}
+	for _, raw := range [][]byte{nil, {0x80}, {0xc1}, v1.raw[:3]} {
+		if v.superseded(raw) {
+			t.Fatalf("superseded(%x) = true; want false for bytes that do not peek", raw)
+		}
+	}
+	// A tombstone supersedes the versions it covers.
+	v.mu.Lock()
+	v.removeRecordLocked("p", now)
+	v.mu.Unlock()
+	if !v.superseded(v2.raw) || v.superseded(v3.raw) {
+		t.Fatalf("after removal at version 2: superseded v2 %v, v3 %v; want true, false", v.superseded(v2.raw), v.superseded(v3.raw))
+	}
+}
+
 // TestViewListsByRegion checks the region filters of the member and record
 // lists that the region leader and request forwarding use.
 func TestViewListsByRegion(t *testing.T) {
@@ -354,5 +394,57 @@ func TestViewListsByRegion(t *testing.T) {
 	}
 	if recs := v.recordList(""); len(recs) != 2 || recs[0].Node != "a" {
 		t.Errorf("all records = %d, first %q; want 2, a first", len(recs), recs[0].Node)
+	}
+}
+
+// TestViewAliveCountFollowsTransitions checks the kept count of live
+// members against a recount after every kind of transition.
+func TestViewAliveCountFollowsTransitions(t *testing.T) {
+	now := t0
+	v := newTestView("self", &now)
+	recount := func() int {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		n := 0
+		for _, m := range v.members {
+			if m.State == StateAlive || m.State == StateSuspect {
+				n++
+			}
+		}
+		return n
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want int
+	}{
+		{"self and two peers join", func() {
+			v.memberAlive("self", testIP, 7946, meta("r"))
+			v.memberAlive("p", testIP, 7947, meta("r"))
+			v.memberAlive("q", testIP, 7948, meta("r"))
+		}, 3},
+		{"p suspected", func() { v.probeFailed("p") }, 3},
+		{"p acks", func() { v.pingComplete("p", time.Millisecond, nil) }, 3},
+		{"q updates its metadata", func() { v.memberAlive("q", testIP, 7948, meta("r2")) }, 3},
+		{"q fails", func() { v.memberGone("q", testIP, 7948, meta("r2")) }, 2},
+		{"q fails twice", func() { v.memberGone("q", testIP, 7948, meta("r2")) }, 2},
+		{"an unknown member is reported gone", func() { v.memberGone("u", testIP, 7949, meta("r")) }, 2},
+		{"q comes back", func() { v.memberAlive("q", testIP, 7948, meta("r")) }, 3},
+		{"p suspected then expires to alive", func() {
+			v.probeFailed("p")
+			now = now.Add(time.Hour)
+			v.expire()
+		}, 3},
+		{"failed members forgotten", func() {
+			v.memberGone("p", testIP, 7947, meta("r"))
+			now = now.Add(2 * time.Hour)
+			v.expire()
+		}, 2},
+	}
+	for _, s := range steps {
+		s.do()
+		if got, n := v.aliveCount(), recount(); got != s.want || got != n {
+			t.Fatalf("after %s: aliveCount = %d, recount %d; want %d", s.name, got, n, s.want)
+		}
 	}
 }

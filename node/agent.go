@@ -172,6 +172,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			DeadServerTimeout: cfg.Tuning.DeadServerTimeout,
 			Logger:            cfg.Logger, // it names its region and server itself
 			RaftLogLevel:      cfg.RaftLogLevel,
+			NoSync:            cfg.NoSync,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
@@ -445,11 +446,32 @@ func (a *Agent) gossipLoop() {
 			if a.server != nil && ev.Type != gossip.EventRecordUpdate {
 				a.observe(ev.Member)
 			}
-			if ev.Member.Region == a.cfg.Region {
+			if ev.Member.Region == a.cfg.Region && a.needsSync(ev) {
 				poke(a.syncPoke)
 			}
 		}
 	}
+}
+
+// needsSync reports whether a gossip event of the region may change what
+// syncNodes writes to the ledger. Workers republish their free capacity
+// every few seconds, which syncNodes does not record; only membership, a
+// leaving node, or a capacity, price or GPU type the ledger does not hold
+// yet are worth a pass before the periodic one.
+func (a *Agent) needsSync(ev gossip.Event) bool {
+	if ev.Type != gossip.EventRecordUpdate || ev.Record == nil || a.server == nil {
+		return true
+	}
+	r := ev.Record
+	if r.Leaving {
+		return true
+	}
+	n, ok := a.server.Ledger().Node(r.Node)
+	if !ok {
+		return !r.Total.IsZero()
+	}
+	return n.Total != r.Total || n.PricePerHour != r.PricePerHour || n.GPUType != r.GPUType ||
+		n.State != consensus.NodeReady
 }
 
 func (a *Agent) observe(m gossip.Member) {

@@ -65,6 +65,13 @@ type Config struct {
 	// bubble's virtual time and spin once real time resumes.
 	BridgeMetrics bool
 
+	// NoSync skips the fsync after each Raft log write (servers only): a
+	// crash of the machine, not only of the process, can then lose
+	// placements already acknowledged. It is for simulations, whose disk is
+	// not under test: inside a testing/synctest bubble a sync takes no
+	// virtual time but holds the bubble's clock for its wall time.
+	NoSync bool
+
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
 	// RaftLogLevel sets what Raft logs through Logger ("" is off).

@@ -20,6 +20,7 @@ import (
 type view interface {
 	Members() []gossip.Member
 	Records() []gossip.Record
+	RegionRecords(region string) []gossip.Record
 	RegionRTT(from, to string) (time.Duration, bool)
 }
 
@@ -185,7 +186,12 @@ func (d *directory) RTT(from, to string) (time.Duration, bool) { return d.g.Regi
 // claims the leadership under exactly that term, and no other live server
 // of the region claims it under a later one.
 func (d *directory) Authorize(p peer.ID, region string, term uint64) error {
-	m := d.snapshot()
+	// Every auction message is authorized: read the members and only the
+	// records of the region, not a snapshot of every record.
+	m := mesh{members: d.g.Members(), records: make(map[string]gossip.Record)}
+	for _, r := range d.g.RegionRecords(region) {
+		m.records[r.Node] = r
+	}
 	var self *gossip.Member
 	for i := range m.members {
 		mem := &m.members[i]

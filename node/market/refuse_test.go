@@ -29,6 +29,16 @@ type fakeView struct {
 
 func (v *fakeView) Members() []gossip.Member { return v.members }
 func (v *fakeView) Records() []gossip.Record { return v.records }
+
+func (v *fakeView) RegionRecords(region string) []gossip.Record {
+	var out []gossip.Record
+	for _, r := range v.records {
+		if r.Region == region {
+			out = append(out, r)
+		}
+	}
+	return out
+}
 func (v *fakeView) RegionRTT(from, to string) (time.Duration, bool) {
 	if from == to {
 		return 0, true

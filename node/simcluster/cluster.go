@@ -57,6 +57,10 @@ type Config struct {
 	// BridgeMetrics is every agent's Config.BridgeMetrics: on for a
 	// real-time cluster that serves /metrics, off in a synctest bubble.
 	BridgeMetrics bool
+	// NoSync is every agent's Config.NoSync: Raft logs are written but not
+	// synced. Set it in a synctest bubble, where a sync changes no result
+	// and only holds the virtual clock while the disk works.
+	NoSync bool
 }
 
 // DefaultCapacity is one p4d.24xlarge (8 A100 GPUs) at region's on-demand
@@ -186,6 +190,7 @@ func (c *Cluster) startAgent(ctx context.Context, ep *netsim.Endpoint, spec nets
 		Tuning:        c.cfg.Tuning,
 		Version:       "sim",
 		BridgeMetrics: c.cfg.BridgeMetrics,
+		NoSync:        c.cfg.NoSync,
 	}
 	if server {
 		cfg.BootstrapExpect = min(c.cfg.Servers, 3)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -298,7 +299,15 @@ func (d *Driver) PlaceInLease(ctx context.Context, it Item) (TradeRef, error) {
 	if !d.do(ctx, func() {
 		term, _ := d.m.Leader()
 		d.seq++
-		rtt := d.rttTable([]Item{it}, d.cfg.Directory.Regions())
+		// Only the lease sellers' regions matter; the directory's full
+		// listing (every region's ask decoded) is not needed per job.
+		var sellers []RegionInfo
+		for _, l := range d.m.Leases() {
+			if !slices.ContainsFunc(sellers, func(r RegionInfo) bool { return r.Region == l.Seller }) {
+				sellers = append(sellers, RegionInfo{Region: l.Seller})
+			}
+		}
+		rtt := d.rttTable([]Item{it}, sellers)
 		ref, err = d.m.PlaceInLease(d.cfg.Now(), fmt.Sprintf("%s/%d/d%d", d.m.cfg.Region, term, d.seq), it, rtt)
 	}) {
 		return TradeRef{}, stopErr(ctx)

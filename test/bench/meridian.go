@@ -114,6 +114,9 @@ func (m *meridian) Run(ctx context.Context, w *World, jobs []Job) (_ Outcome, er
 		Market: !m.opts.NoMarket,
 		Logger: logger,
 		Tuning: m.opts.Tuning,
+		// The run is in a synctest bubble: a sync would take no virtual
+		// time, only hold the clock (a quarter of a day run's wall time).
+		NoSync: true,
 	})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("meridian: starting the mesh: %w", err)

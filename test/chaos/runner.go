@@ -163,7 +163,12 @@ func run(ctx context.Context, cfg Config, res *RunResult) error {
 	}
 
 	simcfg := simcluster.Config{Topology: topo, Regions: regions, Servers: cfg.Servers, Workers: cfg.Workers,
-		Seed: cfg.Seed, Market: cfg.Market, Logger: log}
+		Seed: cfg.Seed, Market: cfg.Market, Logger: log,
+		// Crashes here are of agents, restarted in this process: what they
+		// wrote survives without a sync, as it does a process crash. (A
+		// machine crash is not simulated.) In the bubble a sync only holds
+		// the virtual clock.
+		NoSync: true}
 	cl, err := simcluster.Start(ctx, simcfg)
 	if err != nil {
 		return fmt.Errorf("starting the cluster: %w", err)
