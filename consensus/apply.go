@@ -281,7 +281,7 @@ func (tx *ledgerTx) node(id string) (*Node, bool)        { return tx.t.nodes.get
 func (tx *ledgerTx) job(id string) (*Job, bool)          { return tx.t.jobs.get(id) }
 func (tx *ledgerTx) alloc(id string) (*Allocation, bool) { return tx.t.allocs.get(id) }
 
-func (tx *ledgerTx) putNode(n *Node)        { set(tx, tx.t.nodes, n.ID, n) }
+func (tx *ledgerTx) putNode(n *Node) { set(tx, tx.t.nodes, n.ID, n) }
 func (tx *ledgerTx) putJob(j *Job) {
 	set(tx, tx.t.jobs, j.ID, j)
 	if j.State == JobPending {

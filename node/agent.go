@@ -91,6 +91,9 @@ type tradingDesk interface {
 	// ServableElsewhere reports, for each of jobs, whether another region
 	// could serve it within its latency SLO and price limit, per gossip.
 	ServableElsewhere(jobs []consensus.Job) []bool
+	// LeasesFit reports, for each of jobs, whether a lease the region
+	// holds would take it now; Trade then places it there.
+	LeasesFit(ctx context.Context, jobs []consensus.Job) []bool
 	// Trading reports whether job id is being auctioned now.
 	Trading(id string) bool
 	// RemoteStopped tells a job's home region that its allocation here

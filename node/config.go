@@ -129,6 +129,18 @@ type Tuning struct {
 	// close to the LP bound. Zero means the default, 0.5; negative turns it
 	// off (every job home can place is placed at home).
 	LocalReserve float64
+	// LeaseReach is the farthest (RTT from this region) a lease the demand
+	// loop buys ahead of a forecast deficit may be (default 100 ms, the
+	// tightest latency SLO of interactive work in the world benchmark's
+	// mix). A lease holds capacity for this region's own demand, most of
+	// which must stay near its users; capacity farther away serves only
+	// batch work, which the market places anywhere on demand, so a lease
+	// there only holds capacity that other regions' jobs could use.
+	// Measured on the world benchmark (three hours, docs/benchmark.md):
+	// unlimited, regions leased whole nodes across oceans and drew 7 jobs
+	// on them, and the mesh cost 1.14–1.16 x the LP bound with 92–93 % of
+	// the jobs placed; with 100 ms, 1.120–1.125 and 94.2–94.8 %.
+	LeaseReach time.Duration
 	// MaxAttempts is how many allocations of a job may fail before the job
 	// is failed for good (default 3).
 	MaxAttempts int
@@ -153,6 +165,9 @@ type Tuning struct {
 // DefaultLocalReserve is Tuning.LocalReserve's default.
 const DefaultLocalReserve = 0.5
 
+// DefaultLeaseReach is Tuning.LeaseReach's default.
+const DefaultLeaseReach = 100 * time.Millisecond
+
 func (t Tuning) withDefaults() Tuning {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -165,6 +180,7 @@ func (t Tuning) withDefaults() Tuning {
 	def(&t.WorkWait, 30*time.Second)
 	def(&t.CapacityInterval, 5*time.Second)
 	def(&t.TradeRetry, 10*time.Second)
+	def(&t.LeaseReach, DefaultLeaseReach)
 	if t.LocalReserve == 0 {
 		t.LocalReserve = DefaultLocalReserve
 	}

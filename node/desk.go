@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"math"
 	"time"
 
+	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/node/loop"
 	"github.com/meridian-mesh/meridian/node/market"
+	"github.com/meridian-mesh/meridian/placement/auction"
 	"github.com/meridian-mesh/meridian/placement/forecast"
 )
 
@@ -20,16 +23,68 @@ func newDesk(a *Agent) (tradingDesk, error) {
 		Gossip:   a.gossip,
 		Host:     a.host,
 		Logger:   a.log,
+		Protocol: auction.Config{LeaseRoom: a.leaseRoom},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &desk{Market: m}, nil
+	return &desk{Market: m, leaseReach: a.cfg.Tuning.LeaseReach}, nil
+}
+
+// leaseRoom is what this region may still sell as leases at now (the
+// market's auction.Config.LeaseRoom), from its ledger and its demand loop's
+// forecast. Before the loop has a forecast it sets no limit.
+func (a *Agent) leaseRoom(now time.Time) float64 {
+	c := a.demand.Load()
+	if c == nil {
+		return math.Inf(1)
+	}
+	peak, ok := c.ForecastPeak()
+	if !ok {
+		return math.Inf(1)
+	}
+	l := a.server.Ledger()
+	return leaseRoom(l.Nodes(), l.Leases(), peak, now)
+}
+
+// leaseRoom is the compute (tasks/hour) a region may still sell as leases:
+// its ready nodes' capacity less the leases it has sold that are in force
+// or to come, less the peak of its own forecast demand. A lease is capacity
+// held for another region whether used or not; selling what the region's
+// own peak needs turns its own jobs away (the world benchmark measured it,
+// docs/market.md).
+func leaseRoom(nodes []consensus.Node, leases []consensus.Lease, peak float64, now time.Time) float64 {
+	var room float64
+	for _, n := range nodes {
+		if n.State == consensus.NodeReady {
+			room += n.Total.ComputePerHour
+		}
+	}
+	for _, l := range leases {
+		if l.Direction == consensus.LeaseSold && now.Before(l.End) {
+			room -= l.Resources.ComputePerHour
+		}
+	}
+	return room - peak
 }
 
 // desk is the market as the agent uses it: the auction for jobs, the
 // advertisement in gossip, and the leases the demand loop orders.
-type desk struct{ *market.Market }
+type desk struct {
+	*market.Market
+	// leaseReach bounds how far a lease bought ahead may be
+	// (Tuning.LeaseReach).
+	leaseReach time.Duration
+}
+
+// leaseSLO is the latency bound of a lease order: the plan's own, within
+// the reach.
+func (d *desk) leaseSLO(planned time.Duration) time.Duration {
+	if planned > 0 && planned < d.leaseReach {
+		return planned
+	}
+	return d.leaseReach
+}
 
 // Plan carries out the demand loop's decision: a lease bought ahead of a
 // forecast deficit. (A forecast surplus needs nothing here: the market
@@ -42,7 +97,7 @@ func (d *desk) Plan(ctx context.Context, dec loop.Decision) error {
 	b := dec.Buy
 	_, err := d.BuyLease(ctx, market.LeaseOrder{
 		ID: b.ID, Resources: b.Resources, Duration: b.Duration(time.Now()),
-		MaxPricePerHour: b.MaxPricePerHour, LatencySLO: b.LatencySLO,
+		MaxPricePerHour: b.MaxPricePerHour, LatencySLO: d.leaseSLO(b.LatencySLO),
 	})
 	return err
 }

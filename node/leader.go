@@ -270,7 +270,7 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 		a.log.Error("placement refused the ledger's jobs or nodes", "err", err)
 		return
 	}
-	offload, offloadWhy := a.offloadFirst(plan, byID, price, nodes)
+	offload, offloadWhy := a.offloadFirst(ctx, plan, byID, price, nodes)
 	if len(offload) > 0 {
 		// Pack again without them: the room they took may fit others.
 		jobs = slices.DeleteFunc(jobs, func(j placement.Job) bool { _, off := offload[j.ID]; return off })
@@ -399,9 +399,9 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 // Placements are taken in the plan's (packing) order, each counted against
 // the free compute the ones kept before it left. A job is offered so once:
 // if no seller takes it, the next pass places it at home.
-func (a *Agent) offloadFirst(plan placement.Plan, byID map[string]consensus.Job, price map[string]float64, nodes []placement.Node) (map[string]float64, map[string]string) {
+func (a *Agent) offloadFirst(ctx context.Context, plan placement.Plan, byID map[string]consensus.Job, price map[string]float64, nodes []placement.Node) (map[string]float64, map[string]string) {
 	margin, reserve := a.cfg.Tuning.OffloadMargin, a.cfg.Tuning.LocalReserve
-	if a.desk == nil || (!(margin > 0) && !(reserve > 0)) || len(plan.Placements) == 0 {
+	if a.desk == nil || len(plan.Placements) == 0 {
 		return nil, nil
 	}
 	var total, free float64
@@ -409,6 +409,13 @@ func (a *Agent) offloadFirst(plan placement.Plan, byID map[string]consensus.Job,
 		total += n.Total.ComputePerHour
 		free += n.Free.ComputePerHour
 	}
+	// Whether a lease the region holds would take each placed job (in plan
+	// order, each counted against what the ones before took).
+	jobs := make([]consensus.Job, len(plan.Placements))
+	for i, p := range plan.Placements {
+		jobs[i] = byID[p.JobID]
+	}
+	inLease := a.desk.LeasesFit(ctx, jobs)
 	var out map[string]float64
 	var why map[string]string
 	// Whether another region could take each placed job, asked of gossip
@@ -416,10 +423,6 @@ func (a *Agent) offloadFirst(plan placement.Plan, byID map[string]consensus.Job,
 	var servable map[string]bool
 	elsewhere := func(id string) bool {
 		if servable == nil {
-			jobs := make([]consensus.Job, len(plan.Placements))
-			for i, p := range plan.Placements {
-				jobs[i] = byID[p.JobID]
-			}
 			ok := a.desk.ServableElsewhere(jobs)
 			servable = make(map[string]bool, len(jobs))
 			for i, j := range jobs {
@@ -437,7 +440,7 @@ func (a *Agent) offloadFirst(plan placement.Plan, byID map[string]consensus.Job,
 		a.offered[id] = true
 		a.mu.Unlock()
 	}
-	for _, p := range plan.Placements {
+	for i, p := range plan.Placements {
 		a.mu.Lock()
 		tried := a.offered[p.JobID]
 		a.mu.Unlock()
@@ -445,6 +448,9 @@ func (a *Agent) offloadFirst(plan placement.Plan, byID map[string]consensus.Job,
 		left := free - j.Spec.Demand.ComputePerHour
 		switch {
 		case tried:
+		case i < len(inLease) && inLease[i]:
+			offer(j.ID, 0, "a lease the region holds has room for it; placed there first")
+			continue
 		case margin > 0 && a.desk.CheaperElsewhere(j, price[p.NodeID], margin):
 			offer(j.ID, price[p.NodeID], fmt.Sprintf("another region asks clearly less than home's $%.2f/h; offered to the market first", price[p.NodeID]))
 			continue

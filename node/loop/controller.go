@@ -647,30 +647,47 @@ func (c *Controller) View(now time.Time) View {
 	}
 	v.Adjustments = &api.RegionAdjustments{PriceMultiplier: c.multiplier, Leased: leased}
 	if last.Forecast != nil {
-		// The buckets of the horizon from the decision time on: the ones
-		// before it ended already.
-		iv := c.cfg.Interval
-		var peak, sum float64
-		n := 0
-		for k, f := range last.Forecast {
-			if !last.ForecastStart.Add(time.Duration(k+1) * iv).After(last.At) {
-				continue
-			}
-			peak, sum = max(peak, f), sum+f
-			n++
-		}
+		peak, sum, n := c.ahead(last)
 		if n > 0 {
 			v.MeanComputePerHour = sum / float64(n)
 		}
 		v.Forecast = &api.RegionForecast{
 			At:                     last.At,
-			HorizonS:               int64(time.Duration(c.steps) * iv / time.Second),
+			HorizonS:               int64(time.Duration(c.steps) * c.cfg.Interval / time.Second),
 			ComputePerHour:         peak,
 			ObservedComputePerHour: st.lastRate,
 			ErrorMAPE:              v.Horizon.MAPE / 100,
 		}
 	}
 	return v
+}
+
+// ahead sums up d's forecast over the buckets of the horizon from the
+// decision time on (the ones before it ended already): their peak, their
+// sum and how many there are.
+func (c *Controller) ahead(d Decision) (peak, sum float64, n int) {
+	iv := c.cfg.Interval
+	for k, f := range d.Forecast {
+		if !d.ForecastStart.Add(time.Duration(k+1) * iv).After(d.At) {
+			continue
+		}
+		peak, sum = max(peak, f), sum+f
+		n++
+	}
+	return peak, sum, n
+}
+
+// ForecastPeak returns the peak demand (compute, tasks/hour) of the latest
+// forecast over the rest of its horizon, and false before the first
+// forecast. A seller keeps that much out of the leases it sells.
+func (c *Controller) ForecastPeak() (float64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil || c.last.Forecast == nil {
+		return 0, false
+	}
+	peak, _, n := c.ahead(*c.last)
+	return peak, n > 0
 }
 
 // logRecord is a log line gathered under the lock and emitted after it.

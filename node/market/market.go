@@ -586,6 +586,18 @@ func (m *Market) CheaperElsewhere(j consensus.Job, localPrice, margin float64) b
 // limit). The leader offers such a job to the market before placing it at
 // home when home's free capacity is down to its reserve.
 func (m *Market) ServableElsewhere(jobs []consensus.Job) []bool {
+	return m.drv.ServableElsewhere(m.items(jobs))
+}
+
+// LeasesFit reports, for each of jobs, whether a lease the region holds
+// would take it now (each counted against the room the ones before it
+// took). Trade places such a job in the lease without an auction.
+func (m *Market) LeasesFit(ctx context.Context, jobs []consensus.Job) []bool {
+	return m.drv.LeasesFit(ctx, m.items(jobs))
+}
+
+// items makes auction items of home jobs, their origin defaulting to home.
+func (m *Market) items(jobs []consensus.Job) []auction.Item {
 	items := make([]auction.Item, len(jobs))
 	for i, j := range jobs {
 		spec := j.Spec
@@ -594,7 +606,7 @@ func (m *Market) ServableElsewhere(jobs []consensus.Job) []bool {
 		}
 		items[i] = auction.Item{ID: j.ID, Kind: auction.ItemJob, Job: spec}
 	}
-	return m.drv.ServableElsewhere(items)
+	return items
 }
 
 // Trading reports whether job id is being auctioned now: its outcome is not

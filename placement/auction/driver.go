@@ -290,6 +290,31 @@ func (d *Driver) rttTable(items []Item, regions []RegionInfo) RTTTable {
 	return rtt
 }
 
+// LeasesFit reports, for each job item, whether a lease the region holds
+// would take it now (Market.LeasesFit), each counted against the room the
+// ones before it took; all false if ctx ends first.
+func (d *Driver) LeasesFit(ctx context.Context, items []Item) []bool {
+	var out []bool
+	if !d.do(ctx, func() {
+		out = d.m.LeasesFit(d.cfg.Now(), items, d.rttTable(items, d.leaseSellers()))
+	}) {
+		return make([]bool, len(items))
+	}
+	return out
+}
+
+// leaseSellers lists the regions that sold the leases held, as RegionInfo
+// for rttTable (run on the Driver's goroutine).
+func (d *Driver) leaseSellers() []RegionInfo {
+	var sellers []RegionInfo
+	for _, l := range d.m.Leases() {
+		if !slices.ContainsFunc(sellers, func(r RegionInfo) bool { return r.Region == l.Seller }) {
+			sellers = append(sellers, RegionInfo{Region: l.Seller})
+		}
+	}
+	return sellers
+}
+
 // PlaceInLease places a job into a lease the region holds, without an
 // auction (Market.PlaceInLease); it returns the trade, whose outcome arrives
 // as events.
@@ -301,13 +326,7 @@ func (d *Driver) PlaceInLease(ctx context.Context, it Item) (TradeRef, error) {
 		d.seq++
 		// Only the lease sellers' regions matter; the directory's full
 		// listing (every region's ask decoded) is not needed per job.
-		var sellers []RegionInfo
-		for _, l := range d.m.Leases() {
-			if !slices.ContainsFunc(sellers, func(r RegionInfo) bool { return r.Region == l.Seller }) {
-				sellers = append(sellers, RegionInfo{Region: l.Seller})
-			}
-		}
-		rtt := d.rttTable([]Item{it}, sellers)
+		rtt := d.rttTable([]Item{it}, d.leaseSellers())
 		ref, err = d.m.PlaceInLease(d.cfg.Now(), fmt.Sprintf("%s/%d/d%d", d.m.cfg.Region, term, d.seq), it, rtt)
 	}) {
 		return TradeRef{}, stopErr(ctx)

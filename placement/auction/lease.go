@@ -44,30 +44,7 @@ func (m *Market) PlaceInLease(now time.Time, drawID string, it Item, rtt RTTTabl
 	if _, dup := m.auctions[drawID]; dup {
 		return TradeRef{}, fmt.Errorf("place in lease: draw %q is an open auction: %w", drawID, ErrDuplicate)
 	}
-	var best *LeaseRecord
-	var bestLeft float64
-	for _, lref := range sortedRefs(m.leases) {
-		l := m.leases[lref]
-		left := l.Resources.Sub(l.Used)
-		switch {
-		case !it.Job.Demand.FitsIn(left),
-			it.Job.MaxPricePerHour > 0 && l.Price > it.Job.MaxPricePerHour,
-			it.Job.GPUType != "" && it.Job.GPUType != l.GPUType,
-			!now.Before(l.End),
-			it.Job.Duration > 0 && now.Add(it.Job.Duration).After(l.End):
-			continue
-		}
-		if it.Job.LatencySLO > 0 {
-			d, ok := originRTT(it, m.cfg.Region, l.Seller, rtt)
-			if !ok || d > it.Job.LatencySLO {
-				continue
-			}
-		}
-		spare := left.ComputePerHour - it.Job.Demand.ComputePerHour
-		if best == nil || spare < bestLeft || (spare == bestLeft && l.Price < best.Price) {
-			best, bestLeft = l, spare
-		}
-	}
+	best := m.leaseFor(now, it, rtt, nil)
 	if best == nil {
 		return TradeRef{}, fmt.Errorf("place in lease: item %q: %w", it.ID, ErrNoLease)
 	}
@@ -98,6 +75,59 @@ func (m *Market) returnToLease(rec AwardRecord) {
 			l.Used = placement.Resources{}
 		}
 	}
+}
+
+// leaseFor picks the held lease a job item would be drawn from at now: one
+// with room for it (less drawn, what is already used plus any extra
+// tentative draws), within its price limit, GPU type, SLO (from rtt) and
+// time, the fullest first (best fit), then the cheapest; nil if none.
+func (m *Market) leaseFor(now time.Time, it Item, rtt RTTTable, drawn map[TradeRef]placement.Resources) *LeaseRecord {
+	var best *LeaseRecord
+	var bestLeft float64
+	for _, lref := range sortedRefs(m.leases) {
+		l := m.leases[lref]
+		left := l.Resources.Sub(l.Used).Sub(drawn[lref])
+		switch {
+		case !it.Job.Demand.FitsIn(left),
+			it.Job.MaxPricePerHour > 0 && l.Price > it.Job.MaxPricePerHour,
+			it.Job.GPUType != "" && it.Job.GPUType != l.GPUType,
+			!now.Before(l.End),
+			it.Job.Duration > 0 && now.Add(it.Job.Duration).After(l.End):
+			continue
+		}
+		if it.Job.LatencySLO > 0 {
+			d, ok := originRTT(it, m.cfg.Region, l.Seller, rtt)
+			if !ok || d > it.Job.LatencySLO {
+				continue
+			}
+		}
+		spare := left.ComputePerHour - it.Job.Demand.ComputePerHour
+		if best == nil || spare < bestLeft || (spare == bestLeft && l.Price < best.Price) {
+			best, bestLeft = l, spare
+		}
+	}
+	return best
+}
+
+// LeasesFit reports, for each job item in order, whether a lease the
+// region holds would take it now (as PlaceInLease picks), each counted
+// against the room the ones before it took. It changes nothing.
+func (m *Market) LeasesFit(now time.Time, items []Item, rtt RTTTable) []bool {
+	out := make([]bool, len(items))
+	if !m.leader || len(m.leases) == 0 {
+		return out
+	}
+	drawn := map[TradeRef]placement.Resources{}
+	for i, it := range items {
+		if it.Kind != ItemJob {
+			continue
+		}
+		if l := m.leaseFor(now, it, rtt, drawn); l != nil {
+			drawn[l.Trade] = drawn[l.Trade].Add(it.Job.Demand)
+			out[i] = true
+		}
+	}
+	return out
 }
 
 // Leases returns the leases the region holds as buyer, in trade order.

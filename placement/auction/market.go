@@ -18,6 +18,15 @@ type Config struct {
 	Score *placement.ScoreConfig
 	// Price sets the seller's asking prices (default DefaultPricing).
 	Price PriceFunc
+	// LeaseRoom, when set, is the compute (tasks/hour) the region may still
+	// sell as leases at now: what its own forecast demand leaves (see
+	// node's leaseRoom). A lease is held for its buyer whether it is used
+	// or not, and every region's demand peaks in its afternoon, when its
+	// neighbours within an interactive SLO peak too: a region that sold
+	// the capacity its own peak needs turns its own jobs away. Lease items
+	// beyond it are declined; job items are not affected. nil: no limit
+	// but free capacity.
+	LeaseRoom func(now time.Time) float64
 	// EscrowTTL is how long after the auction's deadline a seller's escrow
 	// lives: room for the buyer to commit its award and deliver it
 	// (default 10s).

@@ -3,6 +3,7 @@ package auction
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -765,4 +766,86 @@ func earliest(w *world) (time.Time, bool) {
 		}
 	}
 	return t, ok
+}
+
+// TestLeasesFitAgreesWithPlaceInLease checks LeasesFit against the draws
+// PlaceInLease then makes: each job counted against the room the ones
+// before it took, an SLO the lease's region misses and a job past the
+// lease's end excluded, and nothing changed by asking.
+func TestLeasesFitAgreesWithPlaceInLease(t *testing.T) {
+	cfg := Config{Price: flatPricing}
+	w := newWorld(t)
+	w.addRegion("home", cfg)
+	w.addRegion("seller", cfg, testNode("s1", 400, 600))
+	w.rtt.Set("home", "seller", 60*time.Millisecond)
+	lease := Item{ID: "lease-1", Kind: ItemLease, Job: placement.Job{ID: "lease-1", OriginRegion: "home",
+		Demand: placement.Resources{ComputePerHour: 200, StorageGB: 100, BandwidthGBps: 2}, Duration: time.Hour}}
+	home := w.regions["home"]
+	if got := home.m.LeasesFit(w.now, []Item{w.job("home", "job-0", 100)}, w.rtt); got[0] {
+		t.Fatal("LeasesFit = true with no lease held")
+	}
+	w.start("home", "L1", []string{"seller"}, lease)
+	w.stabilize()
+	if n := len(w.eventsOf(EventLeaseAcquired)); n != 1 {
+		t.Fatalf("lease acquired = %d\n%s", n, w.dumpTrace())
+	}
+	near := w.job("home", "job-1", 120)
+	strict := w.job("home", "job-2", 50)
+	strict.Job.LatencySLO = 50 * time.Millisecond // the seller is 60 ms away
+	second := w.job("home", "job-3", 80)
+	over := w.job("home", "job-4", 10) // 120 + 80 + 10 > 200
+	long := w.job("home", "job-5", 10)
+	long.Job.Duration = 2 * time.Hour // past the lease's end
+	items := []Item{near, strict, second, over, long}
+	got := home.m.LeasesFit(w.now, items, w.rtt)
+	want := []bool{true, false, true, false, false}
+	if !slices.Equal(got, want) {
+		t.Fatalf("LeasesFit = %v, want %v", got, want)
+	}
+	if again := home.m.LeasesFit(w.now, items, w.rtt); !slices.Equal(again, want) {
+		t.Fatalf("asking twice gave %v, then %v: LeasesFit changed something", got, again)
+	}
+	for i, it := range items {
+		_, err := home.m.PlaceInLease(w.now, "D"+it.ID, it, w.rtt)
+		if (err == nil) != want[i] {
+			t.Errorf("PlaceInLease(%s) = %v; LeasesFit said %v", it.ID, err, want[i])
+		}
+	}
+}
+
+// TestSellerKeepsLeaseRoom checks Config.LeaseRoom: a lease item beyond the
+// room the seller's own forecast leaves is declined with the reason, while
+// a job item in the same call is quoted.
+func TestSellerKeepsLeaseRoom(t *testing.T) {
+	room := 150.0
+	cfg := Config{Price: flatPricing}
+	w := newWorld(t)
+	w.addRegion("home", cfg)
+	sellerCfg := cfg
+	sellerCfg.LeaseRoom = func(time.Time) float64 { return room }
+	w.addRegion("seller", sellerCfg, testNode("s1", 400, 600))
+	w.rtt.Set("home", "seller", 60*time.Millisecond)
+	lease := Item{ID: "lease-1", Kind: ItemLease, Job: placement.Job{ID: "lease-1", OriginRegion: "home",
+		Demand: placement.Resources{ComputePerHour: 200, StorageGB: 100, BandwidthGBps: 2}, Duration: time.Hour}}
+	job := w.job("home", "job-1", 100)
+	seller := w.regions["seller"].m
+	items, declines := seller.leaseGuard(w.now, []Item{lease, job})
+	if len(items) != 1 || items[0].ID != "job-1" || len(declines) != 1 || declines[0].Item != "lease-1" ||
+		!strings.Contains(declines[0].Reason, "its own forecast demand") {
+		t.Fatalf("leaseGuard = %v, %v; want job-1 kept and lease-1 declined for the forecast", items, declines)
+	}
+	// Through an auction: the lease is not sold; with room, it is.
+	w.start("home", "L1", []string{"seller"}, lease)
+	w.stabilize()
+	if n := len(w.eventsOf(EventLeaseAcquired)); n != 0 {
+		t.Fatalf("lease acquired beyond the seller's lease room\n%s", w.dumpTrace())
+	}
+	room = 250
+	lease2 := lease
+	lease2.ID, lease2.Job.ID = "lease-2", "lease-2"
+	w.start("home", "L2", []string{"seller"}, lease2)
+	w.stabilize()
+	if n := len(w.eventsOf(EventLeaseAcquired)); n != 1 {
+		t.Fatalf("lease acquired = %d with room for it\n%s", n, w.dumpTrace())
+	}
 }

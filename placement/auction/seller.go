@@ -3,6 +3,7 @@ package auction
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/meridian-mesh/meridian/placement"
@@ -86,7 +87,9 @@ func (m *Market) onCallForBids(now time.Time, in Inbound) {
 			reserved[e.rec.Node] = reserved[e.rec.Node].Sub(e.rec.Resources)
 		}
 	}
-	quotes, declines := QuoteItems(cfb.Items, in.Inventory, reserved, m.cfg.Price)
+	items, declines := m.leaseGuard(now, cfb.Items)
+	quotes, more := QuoteItems(items, in.Inventory, reserved, m.cfg.Price)
+	declines = append(declines, more...)
 	if len(quotes) == 0 {
 		m.releaseEscrows(now, freed, "released by the buyer")
 		answer(now, noBid("no item can be served", declines), cfb.Deadline.Add(m.cfg.LateBidGrace))
@@ -405,4 +408,28 @@ func (m *Market) sellerTimeouts(consider func(time.Time)) {
 			consider(c.expiry)
 		}
 	}
+}
+
+// leaseGuard declines, in item order, the lease items that would take the
+// region's lease sales past Config.LeaseRoom, and returns the other items.
+func (m *Market) leaseGuard(now time.Time, items []Item) ([]Item, []Decline) {
+	if m.cfg.LeaseRoom == nil || !slices.ContainsFunc(items, func(it Item) bool { return it.Kind == ItemLease }) {
+		return items, nil
+	}
+	room := m.cfg.LeaseRoom(now)
+	var keep []Item
+	var declines []Decline
+	for _, it := range items {
+		if it.Kind == ItemLease {
+			d := it.Job.Demand.ComputePerHour
+			if !(d <= room) {
+				declines = append(declines, Decline{Item: it.ID, Reason: fmt.Sprintf(
+					"the region keeps its capacity for its own forecast demand: %.6g tasks/h may still be leased, the lease needs %.6g", max(room, 0), d)})
+				continue
+			}
+			room -= d
+		}
+		keep = append(keep, it)
+	}
+	return keep, declines
 }
