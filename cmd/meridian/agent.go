@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,6 +50,12 @@ type agentConfig struct {
 	PricePerHour float64 `json:"price_per_hour"`
 	GPUs         int     `json:"gpus"`
 	GPUType      string  `json:"gpu_type"`
+
+	// Scheduling policy of the region's leader (node.Tuning); zero takes
+	// the default.
+	LocalReserve  float64 `json:"local_reserve"`
+	OffloadMargin float64 `json:"offload_margin"`
+	LeaseReach    string  `json:"lease_reach"`
 
 	GossipKey string `json:"gossip_key"`
 	ACLToken  string `json:"acl_token"`
@@ -121,6 +128,9 @@ flags' names in snake case, e.g. {"region": "us-east-1", "join": ["10.0.0.5:7946
 	f.Float64Var(&cfg.PricePerHour, "price-per-hour", cfg.PricePerHour, "what this machine costs, US dollars per hour")
 	f.IntVar(&cfg.GPUs, "gpus", cfg.GPUs, "GPUs this machine offers")
 	f.StringVar(&cfg.GPUType, "gpu-type", cfg.GPUType, "GPU model, e.g. A100")
+	f.Float64Var(&cfg.LocalReserve, "local-reserve", cfg.LocalReserve, "share of the region's compute (below 1) the leader keeps for work only it can serve; 0 for the default (0.5), negative for none")
+	f.Float64Var(&cfg.OffloadMargin, "offload-margin", cfg.OffloadMargin, "offer a job to the market first when another region asks less by this fraction (0.25 = 25 %); 0 never")
+	f.StringVar(&cfg.LeaseReach, "lease-reach", cfg.LeaseReach, "farthest RTT a lease bought ahead of forecast demand may be, e.g. 100ms (default 100ms)")
 	f.StringVar(&cfg.GossipKey, "gossip-key", cfg.GossipKey, "base64 gossip encryption key (16, 24 or 32 bytes); every node must share it")
 	f.StringVar(&cfg.ACLToken, "acl-token", cfg.ACLToken, "token API requests must present (Authorization: Bearer)")
 	f.BoolVar(&cfg.Market, "market", cfg.Market, "trade capacity with other regions (servers)")
@@ -191,6 +201,9 @@ func mergeAgentConfig(file agentConfig, fileSet map[string]bool, flags agentConf
 			{"price-per-hour", func() { dst.PricePerHour = src.PricePerHour }},
 			{"gpus", func() { dst.GPUs = src.GPUs }},
 			{"gpu-type", func() { dst.GPUType = src.GPUType }},
+			{"local-reserve", func() { dst.LocalReserve = src.LocalReserve }},
+			{"offload-margin", func() { dst.OffloadMargin = src.OffloadMargin }},
+			{"lease-reach", func() { dst.LeaseReach = src.LeaseReach }},
 			{"gossip-key", func() { dst.GossipKey = src.GossipKey }},
 			{"acl-token", func() { dst.ACLToken = src.ACLToken }},
 			{"market", func() { dst.Market = src.Market }},
@@ -234,6 +247,20 @@ func agentNodeConfig(c agentConfig, logger *slog.Logger) (node.Config, error) {
 	if !res.IsZero() && c.Compute == 0 {
 		return node.Config{}, usageErrorf("--compute must be set when the node offers other resources")
 	}
+	switch {
+	case math.IsNaN(c.LocalReserve) || math.IsInf(c.LocalReserve, 0) || c.LocalReserve >= 1:
+		return node.Config{}, usageErrorf("--local-reserve %v: want a share below 1 (0 for the default, negative for none)", c.LocalReserve)
+	case math.IsNaN(c.OffloadMargin) || math.IsInf(c.OffloadMargin, 0):
+		return node.Config{}, usageErrorf("--offload-margin %v: want a number", c.OffloadMargin)
+	}
+	var leaseReach time.Duration
+	if c.LeaseReach != "" {
+		d, err := time.ParseDuration(c.LeaseReach)
+		if err != nil || d <= 0 {
+			return node.Config{}, usageErrorf("--lease-reach %q: want a positive duration such as 100ms", c.LeaseReach)
+		}
+		leaseReach = d
+	}
 	var key []byte
 	if c.GossipKey != "" {
 		k, err := gossip.ParseKey(c.GossipKey)
@@ -268,6 +295,7 @@ func agentNodeConfig(c agentConfig, logger *slog.Logger) (node.Config, error) {
 		Version:       version,
 		Logger:        logger,
 		BridgeMetrics: true,
+		Tuning:        node.Tuning{LocalReserve: c.LocalReserve, OffloadMargin: c.OffloadMargin, LeaseReach: leaseReach},
 	}, nil
 }
 

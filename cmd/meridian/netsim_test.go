@@ -41,6 +41,11 @@ func TestNetsimAndAgentBadFlags(t *testing.T) {
 		{[]string{"agent", "--region", "us-east-1", "--compute", "-5"}, "--compute -5"},
 		{[]string{"agent", "--region", "us-east-1", "--gossip-key", "short"}, "--gossip-key"},
 		{[]string{"agent", "--region", "us-east-1", "--log-level", "loud"}, "--log-level"},
+		{[]string{"agent", "--region", "us-east-1", "--local-reserve", "1"}, "--local-reserve 1"},
+		{[]string{"agent", "--region", "us-east-1", "--local-reserve", "NaN"}, "--local-reserve"},
+		{[]string{"agent", "--region", "us-east-1", "--offload-margin", "Inf"}, "--offload-margin"},
+		{[]string{"agent", "--region", "us-east-1", "--lease-reach", "far"}, `--lease-reach "far"`},
+		{[]string{"agent", "--region", "us-east-1", "--lease-reach", "-1s"}, "--lease-reach"},
 		{[]string{"agent", "--config", badJSON}, `field "compute"`},
 		{[]string{"agent", "--config", unknownKey}, `unknown field "regoin"`},
 	} {
