@@ -136,10 +136,11 @@ type Tuning struct {
 	// which must stay near its users; capacity farther away serves only
 	// batch work, which the market places anywhere on demand, so a lease
 	// there only holds capacity that other regions' jobs could use.
-	// Measured on the world benchmark (three hours, docs/benchmark.md):
-	// unlimited, regions leased whole nodes across oceans and drew 7 jobs
-	// on them, and the mesh cost 1.14–1.16 x the LP bound with 92–93 % of
-	// the jobs placed; with 100 ms, 1.120–1.125 and 94.2–94.8 %.
+	// Measured on the world benchmark (docs/market.md): unlimited, regions
+	// leased whole nodes across oceans and drew 7 jobs on them; three hours
+	// cost 1.139–1.164 x the LP bound with 91.7–93.4 % of the jobs placed,
+	// and with 100 ms 1.120–1.144 and 93.5–94.8 % (the day: 1.162–1.165
+	// and 91.6–91.7 % before, 1.143 and 93.05 % after).
 	LeaseReach time.Duration
 	// MaxAttempts is how many allocations of a job may fail before the job
 	// is failed for good (default 3).
