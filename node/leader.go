@@ -389,6 +389,8 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 // market before placing them at home, with the price cap each one gets (0:
 // its own) and why:
 //
+//   - a lease the region holds has room for it (desk.LeasesFit): the lease
+//     is held whether used or not, so it is used before home capacity;
 //   - another region asks clearly less (Tuning.OffloadMargin) than the node
 //     home chose costs: capped at home's price per node-hour;
 //   - placing it would leave less than Tuning.LocalReserve of the region's
