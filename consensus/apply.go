@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -699,6 +700,11 @@ func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
 	if err != nil {
 		return Result{}, err
 	}
+	if len(c.Preempt) > 0 {
+		if err := tx.preempt(c, j, res); err != nil {
+			return Result{}, err
+		}
+	}
 	n, err := tx.readyNode(c.NodeID, res)
 	if err != nil {
 		return Result{}, err
@@ -713,6 +719,71 @@ func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
 	u.Attempts++
 	tx.putJob(&u)
 	return Result{ID: a.ID, Epoch: epoch}, nil
+}
+
+// MaxPreempt bounds PlaceJob.Preempt: a placement that needs more
+// allocations stopped than this is not worth the disruption.
+const MaxPreempt = 8
+
+// preempt stops c.Preempt (see PlaceJob) to make room for res of job j on
+// c.NodeID, or fails having stopped none.
+func (tx *ledgerTx) preempt(c PlaceJob, j *Job, res placement.Resources) *CommandError {
+	if len(c.Preempt) > MaxPreempt {
+		return invalid("preempt", "%d allocations; at most %d may be preempted for one placement", len(c.Preempt), MaxPreempt)
+	}
+	n, ok := tx.node(c.NodeID)
+	if !ok {
+		return cmdErr(CodeNotFound, c.NodeID, "node %q is not registered", c.NodeID)
+	}
+	if n.State != NodeReady {
+		return cmdErr(CodeNodeNotReady, n.ID, "node %q is %s", n.ID, n.State)
+	}
+	victims := make([]*Allocation, 0, len(c.Preempt))
+	var freed placement.Resources
+	for i, id := range c.Preempt {
+		field := fmt.Sprintf("preempt[%d]", i)
+		if err := checkID(field, id); err != nil {
+			return err
+		}
+		if slices.Contains(c.Preempt[:i], id) {
+			return invalid(field, "allocation %q is named twice", id)
+		}
+		a, ok := tx.alloc(id)
+		switch {
+		case !ok:
+			return cmdErr(CodeNotFound, id, "allocation %q does not exist", id)
+		case !a.Live():
+			return cmdErr(CodeInvalidTransition, id, "allocation %q is already stopped (%s)", id, a.StopReason)
+		case a.NodeID != n.ID:
+			return invalid(field, "allocation %q is on node %q, not %q", id, a.NodeID, n.ID)
+		case a.Kind == ItemLease || a.InLease != "":
+			return invalid(field, "allocation %q is a lease or drawn on one; a lease is preempted only with its terms", id)
+		}
+		if p := tx.allocPriority(a); p > j.Spec.Priority || p == j.Spec.Priority && !a.Sold() {
+			return invalid(field, "allocation %q runs a job of priority %d, not lower than job %q's %d (nor sold to another region at the same priority)", id, p, j.ID, j.Spec.Priority)
+		}
+		victims = append(victims, a)
+		freed = freed.Add(a.Resources)
+	}
+	if !n.Used.Add(res).FitsIn(n.Total.Add(freed)) {
+		return cmdErr(CodeOvercommit, n.ID, "node %q has %s free and preempting frees %s, %s asked",
+			n.ID, fmtRes(clampFree(n.Free())), fmtRes(freed), fmtRes(res))
+	}
+	msg := fmt.Sprintf("preempted by job %s (priority %d)", j.ID, j.Spec.Priority)
+	for _, a := range victims {
+		tx.stopAlloc(a, StopPreempted, msg, true)
+	}
+	return nil
+}
+
+// allocPriority is the priority of the job a live allocation runs.
+func (tx *ledgerTx) allocPriority(a *Allocation) int {
+	if a.JobRegion == tx.region {
+		if j, ok := tx.job(a.JobID); ok {
+			return j.Spec.Priority
+		}
+	}
+	return a.Priority
 }
 
 func (tx *ledgerTx) replaceAllocation(c ReplaceAllocation) (Result, *CommandError) {
@@ -886,6 +957,15 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 	if c.Resources.IsZero() {
 		return Result{}, invalid("resources", "must not be zero")
 	}
+	if err := firstErr(checkOptionalID("origin", c.Origin), checkPrice("max_price_per_hour", c.MaxPricePerHour)); err != nil {
+		return Result{}, err
+	}
+	switch {
+	case c.Priority < 0:
+		return Result{}, invalid("priority", "%d is negative", c.Priority)
+	case c.LatencySLO < 0:
+		return Result{}, invalid("latency_slo", "%v is negative", c.LatencySLO)
+	}
 	if c.BuyerRegion == tx.region {
 		return Result{}, invalid("buyer_region", "a region cannot sell to itself (%q)", c.BuyerRegion)
 	}
@@ -897,7 +977,8 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 		}
 		e, _ := tx.t.escrows.get(ref.escrowID)
 		if e != nil && e.NodeID == c.NodeID && e.Resources == res && e.BuyerRegion == c.BuyerRegion && e.Expiry.Equal(expiry) &&
-			e.Kind == c.ItemKind && e.JobID == c.JobID && e.Duration == c.Duration && e.PricePerHour == c.PricePerHour {
+			e.Kind == c.ItemKind && e.JobID == c.JobID && e.Duration == c.Duration && e.PricePerHour == c.PricePerHour &&
+			e.Priority == c.Priority && e.Origin == c.Origin && e.LatencySLO == c.LatencySLO && e.MaxPricePerHour == c.MaxPricePerHour {
 			return Result{ID: e.ID, Existing: true}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q already holds escrow %q with different terms", c.AuctionID, c.ItemID, ref.escrowID)
@@ -908,7 +989,8 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 	}
 	e := &Escrow{ID: tx.nextID("e"), NodeID: n.ID, Resources: res, BuyerRegion: c.BuyerRegion,
 		AuctionID: c.AuctionID, ItemID: c.ItemID, Created: tx.now, Expiry: expiry,
-		Kind: c.ItemKind, JobID: c.JobID, Duration: c.Duration, PricePerHour: c.PricePerHour}
+		Kind: c.ItemKind, JobID: c.JobID, Duration: c.Duration, PricePerHour: c.PricePerHour,
+		Priority: c.Priority, Origin: c.Origin, LatencySLO: c.LatencySLO, MaxPricePerHour: c.MaxPricePerHour}
 	set(tx, tx.t.escrows, e.ID, e)
 	set(tx, tx.t.items, key(e.AuctionID, e.ItemID), itemRef{escrowID: e.ID})
 	set(tx, tx.t.onNode, key(n.ID, e.ID), struct{}{})
@@ -1006,6 +1088,7 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 	}
 	sold := *a
 	sold.Kind, sold.PricePerHour = e.Kind, c.PricePerHour
+	sold.Priority, sold.Origin, sold.LatencySLO, sold.MaxPricePerHour = e.Priority, e.Origin, e.LatencySLO, e.MaxPricePerHour
 	if sold.PricePerHour == 0 {
 		sold.PricePerHour = e.PricePerHour
 	}
@@ -1589,7 +1672,7 @@ func (tx *ledgerTx) endTrade(c EndTrade) (Result, *CommandError) {
 	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkText("message", c.Message)); err != nil {
 		return Result{}, err
 	}
-	if c.Outcome < StopCompleted || c.Outcome > StopExpired {
+	if c.Outcome < StopCompleted || c.Outcome > StopPreempted {
 		return Result{}, invalid("outcome", "%s is not a stop reason", c.Outcome)
 	}
 	t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID))

@@ -181,8 +181,17 @@ func (c *cluster) followers() []*Server {
 
 func (c *cluster) waitLeader() *Server {
 	c.t.Helper()
+	// Raft draws each election timeout at random between the configured
+	// timeout and twice it, and a split vote needs another round: allow
+	// several, whatever a test configured.
+	d := 30 * time.Second
+	cfg := c.config(c.names[0])
+	if c.mod != nil {
+		c.mod(&cfg)
+	}
+	d = max(d, 4*max(cfg.HeartbeatTimeout, cfg.ElectionTimeout))
 	var l *Server
-	waitFor(c.t, "a leader", 30*time.Second, func() bool { l = c.leader(); return l != nil })
+	waitFor(c.t, "a leader", d, func() bool { l = c.leader(); return l != nil })
 	return l
 }
 

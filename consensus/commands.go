@@ -162,6 +162,19 @@ type PlaceJob struct {
 	Epoch uint64 `msgpack:"e,omitempty"`
 	// LeaseExpiry ends the allocation unless renewed; zero means never.
 	LeaseExpiry time.Time `msgpack:"le,omitempty"`
+	// Preempt names live allocations on the node to stop first
+	// (StopPreempted) so that the job fits: each must run a job of lower
+	// priority than this one (for the region's own jobs, the job's
+	// priority; for jobs of other regions, the allocation's) or, for room
+	// sold to another region, of the same priority — a region takes back
+	// the room it lent for its own work — and none may be a lease or drawn
+	// on one. The command is all or nothing: it fails,
+	// stopping none, when one does not qualify (ErrInvalid, ErrNotFound,
+	// ErrInvalidTransition) or when the room they free would not be enough
+	// (ErrOvercommit). The stopped allocations' jobs are placed again: the
+	// region's own go back to pending, and other regions learn of the stop
+	// as of any other end of an allocation they bought.
+	Preempt []string `msgpack:"pr,omitempty"`
 }
 
 // ReplaceAllocation moves a job's live local allocation to a node in one
@@ -237,6 +250,14 @@ type HoldEscrow struct {
 	JobID        string        `msgpack:"j,omitempty"`
 	Duration     time.Duration `msgpack:"d,omitempty"`
 	PricePerHour float64       `msgpack:"p,omitempty"`
+	// Priority, Origin, LatencySLO and MaxPricePerHour are the buyer's
+	// job's terms (zero for a lease): the allocation the escrow becomes
+	// keeps them, so that the seller's leader can tell whether it may
+	// preempt it and whether the job could be served elsewhere.
+	Priority        int           `msgpack:"pr,omitempty"`
+	Origin          string        `msgpack:"or,omitempty"`
+	LatencySLO      time.Duration `msgpack:"slo,omitempty"`
+	MaxPricePerHour float64       `msgpack:"mp,omitempty"`
 }
 
 // ReleaseEscrow gives an escrow's capacity back (the buyer chose another

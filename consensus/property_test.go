@@ -21,6 +21,9 @@ import (
 type cmdGen struct {
 	r   *rand.Rand
 	now time.Time
+	// onNode, when set, lists the allocations on a node in the ledger the
+	// commands go to, so that preemptions name real victims.
+	onNode func(node string) []string
 }
 
 func (g *cmdGen) pick(prefix string, n int) string { return fmt.Sprintf("%s%d", prefix, g.r.IntN(n)) }
@@ -50,7 +53,7 @@ func (g *cmdGen) next() Command {
 	case 4:
 		return RemoveNode{ID: g.pick("n", 4)}
 	case 5, 6:
-		return SubmitJob{Job: placement.Job{ID: g.pick("j", 10), Demand: g.resources(1)}}
+		return SubmitJob{Job: placement.Job{ID: g.pick("j", 10), Demand: g.resources(1), Priority: g.r.IntN(3)}}
 	case 7, 8, 9:
 		var epoch uint64
 		if g.r.IntN(3) == 0 {
@@ -64,6 +67,19 @@ func (g *cmdGen) next() Command {
 		if g.r.IntN(2) == 0 {
 			c.Resources = g.resources(1)
 		}
+		if g.r.IntN(2) == 0 {
+			var on []string
+			if g.onNode != nil {
+				on = g.onNode(c.NodeID)
+			}
+			for range 1 + g.r.IntN(2) {
+				if len(on) > 0 && g.r.IntN(6) > 0 {
+					c.Preempt = append(c.Preempt, on[g.r.IntN(len(on))])
+				} else {
+					c.Preempt = append(c.Preempt, g.pick("a-", 40))
+				}
+			}
+		}
 		return c
 	case 10:
 		return ReplaceAllocation{JobID: g.pick("j", 10), NodeID: g.pick("n", 4)}
@@ -73,7 +89,7 @@ func (g *cmdGen) next() Command {
 		return SetJobState{JobID: g.pick("j", 10), State: JobState(1 + g.r.IntN(7))}
 	case 13:
 		return HoldEscrow{NodeID: g.pick("n", 4), Resources: g.resources(1), BuyerRegion: region,
-			AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), Expiry: g.expiry()}
+			AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), Expiry: g.expiry(), Priority: g.r.IntN(3)}
 	case 14:
 		return ReleaseEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3)}
 	case 15:
@@ -180,10 +196,18 @@ func TestLedgerProperties(t *testing.T) {
 		seeds = 10
 	}
 	rejected := map[Code]int{}
+	preemptions := 0
 	for seed := range seeds {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			g := &cmdGen{r: rand.New(rand.NewPCG(uint64(seed), 7)), now: t0}
 			a, b := NewFSM("eu-west-1"), NewFSM("eu-west-1")
+			g.onNode = func(node string) []string {
+				var ids []string
+				for _, al := range a.Ledger().NodeAllocations(node) {
+					ids = append(ids, al.ID)
+				}
+				return ids
+			}
 			index := uint64(0)
 			for step := 0; step < steps; {
 				// Time mostly moves forward, sometimes backwards (a new
@@ -191,8 +215,10 @@ func TestLedgerProperties(t *testing.T) {
 				g.now = g.now.Add(time.Duration(g.r.IntN(20)-3) * time.Second)
 				n := 1 + g.r.IntN(6)
 				envs := make([]Envelope, n)
+				cmds := make([]Command, n)
 				for i := range envs {
-					env, err := EncodeCommand(g.next())
+					cmds[i] = g.next()
+					env, err := EncodeCommand(cmds[i])
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -220,6 +246,8 @@ func TestLedgerProperties(t *testing.T) {
 							t.Fatalf("entry %d command %d: error %v is not a CommandError with a sentinel", index, i, err)
 						}
 						rejected[ce.Code]++
+					} else if p, ok := cmds[i].(PlaceJob); ok && len(p.Preempt) > 0 {
+						preemptions++
 					}
 				}
 				step += n
@@ -244,7 +272,10 @@ func TestLedgerProperties(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("rejections by code: %v", rejected)
+	t.Logf("rejections by code: %v; %d placements by preemption", rejected, preemptions)
+	if preemptions == 0 && !testing.Short() {
+		t.Errorf("no placement preempted anything: the generator misses the path")
+	}
 	// The generator must reach the rejections the invariants are about.
 	for _, c := range []Code{CodeOvercommit, CodeDoubleAllocation, CodeConflict, CodeStaleEpoch, CodeNotFound} {
 		if rejected[c] == 0 {

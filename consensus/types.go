@@ -134,6 +134,10 @@ const (
 	// StopExpired: the allocation's lease ran out without renewal. Only the
 	// ledger sets it, from the command time.
 	StopExpired StopReason = 6
+	// StopPreempted: a job of higher priority took the allocation's room
+	// (PlaceJob.Preempt); the job is placed again, here or elsewhere. Only
+	// the ledger sets it.
+	StopPreempted StopReason = 7
 )
 
 // String names the reason.
@@ -151,6 +155,8 @@ func (r StopReason) String() string {
 		return "lost"
 	case StopExpired:
 		return "expired"
+	case StopPreempted:
+		return "preempted"
 	}
 	return fmt.Sprintf("stop-reason(%d)", uint8(r))
 }
@@ -227,6 +233,17 @@ type Allocation struct {
 	InLease string `msgpack:"il,omitempty"`
 	// LeaseUsed, for a lease allocation, is what its live draws use.
 	LeaseUsed placement.Resources `msgpack:"lu"`
+	// Priority, Origin, LatencySLO and MaxPricePerHour are, for an
+	// allocation made for another region's job, that job's terms (from its
+	// escrow): this ledger does not hold the job, and the leader judges
+	// by them whether the allocation may be preempted — its priority — and
+	// whether the job could be served elsewhere. Zero on allocations of the
+	// region's own jobs, whose terms are in the job, and on sold
+	// allocations recorded before terms were.
+	Priority        int           `msgpack:"pr,omitempty"`
+	Origin          string        `msgpack:"or,omitempty"`
+	LatencySLO      time.Duration `msgpack:"slo,omitempty"`
+	MaxPricePerHour float64       `msgpack:"mp,omitempty"`
 	// Reported records that the end of an allocation sold to another region
 	// was acknowledged by the buyer (MarkReported), so the seller stops
 	// reporting it.
@@ -346,6 +363,12 @@ type Escrow struct {
 	Duration time.Duration `msgpack:"d,omitempty"`
 	// PricePerHour is the seller's asking price, US dollars per node-hour.
 	PricePerHour float64 `msgpack:"p,omitempty"`
+	// Priority, Origin, LatencySLO and MaxPricePerHour are the buyer's
+	// job's terms; the allocation the escrow becomes inherits them.
+	Priority        int           `msgpack:"pr,omitempty"`
+	Origin          string        `msgpack:"or,omitempty"`
+	LatencySLO      time.Duration `msgpack:"slo,omitempty"`
+	MaxPricePerHour float64       `msgpack:"mp,omitempty"`
 }
 
 // LeaseDirection says whether this region bought a lease or sold it.

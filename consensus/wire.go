@@ -221,6 +221,10 @@ func appendJob(b []byte, j placement.Job) []byte {
 func appendCommandBody(b []byte, c Command) ([]byte, bool) {
 	switch c := c.(type) {
 	case PlaceJob:
+		if len(c.Preempt) > 0 {
+			// Rare; the reflective encoder writes it.
+			return b, false
+		}
 		b = appendMapLen(b, fields(2, !c.Resources.IsZero(), c.Epoch != 0, !c.LeaseExpiry.IsZero()))
 		b = appendStr(b, "j")
 		b = appendStr(b, c.JobID)

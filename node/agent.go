@@ -91,6 +91,9 @@ type tradingDesk interface {
 	// ServableElsewhere reports, for each of jobs, whether another region
 	// could serve it within its latency SLO and price limit, per gossip.
 	ServableElsewhere(jobs []consensus.Job) []bool
+	// FitElsewhere is ServableElsewhere for jobs moved together: each is
+	// counted into the room the ones before it took.
+	FitElsewhere(jobs []consensus.Job) []bool
 	// LeasesFit reports, for each of jobs, whether a lease the region
 	// holds would take it now; Trade then places it there.
 	LeasesFit(ctx context.Context, jobs []consensus.Job) []bool

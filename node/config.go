@@ -142,6 +142,13 @@ type Tuning struct {
 	// and with 100 ms 1.120–1.144 and 93.5–94.8 % (the day: 1.162–1.165
 	// and 91.6–91.7 % before, 1.143 and 93.05 % after).
 	LeaseReach time.Duration
+	// NoPreempt turns preemption off. By default a job no node has room
+	// for, and that cannot go elsewhere now (no region has room for it per
+	// gossip, or the market did not take it), may stop running
+	// allocations of lower priority that can move — the region's own jobs
+	// another region has room for, and other regions' jobs it runs — and
+	// take their room; their jobs are placed again (see node/preempt.go).
+	NoPreempt bool
 	// MaxAttempts is how many allocations of a job may fail before the job
 	// is failed for good (default 3).
 	MaxAttempts int

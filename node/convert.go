@@ -143,6 +143,8 @@ func (a *Agent) allocState(l *consensus.Ledger, al consensus.Allocation) api.All
 		return api.AllocFailed
 	case consensus.StopLost:
 		return api.AllocLost
+	case consensus.StopPreempted:
+		return api.AllocPreempted
 	}
 	return api.AllocCancelled
 }

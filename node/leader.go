@@ -301,6 +301,16 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 			a.metrics.placed.WithLabelValues("local").Inc()
 		}
 	}
+	unplaced := make([]consensus.Job, len(plan.Unplaced))
+	for i, u := range plan.Unplaced {
+		unplaced[i] = byID[u.JobID]
+	}
+	preempted := a.preemptFor(ctx, unplaced, func(id string) bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		_, seen := a.tradedAt[id]
+		return seen
+	})
 	now := time.Now()
 	var toTrade []consensus.Job
 	for id, homePrice := range offload {
@@ -317,6 +327,9 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 		a.mu.Unlock()
 	}
 	for _, u := range plan.Unplaced {
+		if preempted[u.JobID] {
+			continue
+		}
 		j := byID[u.JobID]
 		reason := u.Reason()
 		if a.desk != nil {
@@ -355,7 +368,10 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	for _, j := range toTrade {
 		traded[j.ID] = true
 	}
-	placed := map[string]bool{}
+	placed := preempted
+	if placed == nil {
+		placed = map[string]bool{}
+	}
 	for _, p := range plan.Placements {
 		if _, failed := reasons[p.JobID]; !failed {
 			placed[p.JobID] = true

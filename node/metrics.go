@@ -58,7 +58,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		}),
 		placed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "meridian", Name: "placements_total",
-			Help: "Placements this node committed as its region's leader, by where they went (local, traded).",
+			Help: "Placements this node committed as its region's leader, by where they went (local, preempt — placed in the room of preempted allocations —, traded).",
 		}, []string{"where"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "meridian", Name: "jobs_pending",

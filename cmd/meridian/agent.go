@@ -56,6 +56,7 @@ type agentConfig struct {
 	LocalReserve  float64 `json:"local_reserve"`
 	OffloadMargin float64 `json:"offload_margin"`
 	LeaseReach    string  `json:"lease_reach"`
+	NoPreempt     bool    `json:"no_preempt"`
 
 	GossipKey string `json:"gossip_key"`
 	ACLToken  string `json:"acl_token"`
@@ -131,6 +132,7 @@ flags' names in snake case, e.g. {"region": "us-east-1", "join": ["10.0.0.5:7946
 	f.Float64Var(&cfg.LocalReserve, "local-reserve", cfg.LocalReserve, "share of the region's compute (below 1) the leader keeps for work only it can serve; 0 for the default (0.5), negative for none")
 	f.Float64Var(&cfg.OffloadMargin, "offload-margin", cfg.OffloadMargin, "offer a job to the market first when another region asks less by this fraction (0.25 = 25 %); 0 never")
 	f.StringVar(&cfg.LeaseReach, "lease-reach", cfg.LeaseReach, "farthest RTT a lease bought ahead of forecast demand may be, e.g. 100ms (default 100ms)")
+	f.BoolVar(&cfg.NoPreempt, "no-preempt", cfg.NoPreempt, "never stop lower-priority work to make room for a job that cannot go elsewhere")
 	f.StringVar(&cfg.GossipKey, "gossip-key", cfg.GossipKey, "base64 gossip encryption key (16, 24 or 32 bytes); every node must share it")
 	f.StringVar(&cfg.ACLToken, "acl-token", cfg.ACLToken, "token API requests must present (Authorization: Bearer)")
 	f.BoolVar(&cfg.Market, "market", cfg.Market, "trade capacity with other regions (servers)")
@@ -204,6 +206,7 @@ func mergeAgentConfig(file agentConfig, fileSet map[string]bool, flags agentConf
 			{"local-reserve", func() { dst.LocalReserve = src.LocalReserve }},
 			{"offload-margin", func() { dst.OffloadMargin = src.OffloadMargin }},
 			{"lease-reach", func() { dst.LeaseReach = src.LeaseReach }},
+			{"no-preempt", func() { dst.NoPreempt = src.NoPreempt }},
 			{"gossip-key", func() { dst.GossipKey = src.GossipKey }},
 			{"acl-token", func() { dst.ACLToken = src.ACLToken }},
 			{"market", func() { dst.Market = src.Market }},
@@ -295,7 +298,7 @@ func agentNodeConfig(c agentConfig, logger *slog.Logger) (node.Config, error) {
 		Version:       version,
 		Logger:        logger,
 		BridgeMetrics: true,
-		Tuning:        node.Tuning{LocalReserve: c.LocalReserve, OffloadMargin: c.OffloadMargin, LeaseReach: leaseReach},
+		Tuning:        node.Tuning{LocalReserve: c.LocalReserve, OffloadMargin: c.OffloadMargin, LeaseReach: leaseReach, NoPreempt: c.NoPreempt},
 	}, nil
 }
 

@@ -465,7 +465,7 @@ type AllocationList struct {
 	Allocations []Allocation `json:"allocations"`
 }
 
-var allocStates = []AllocState{AllocPending, AllocRunning, AllocCompleted, AllocFailed, AllocCancelled, AllocLost}
+var allocStates = []AllocState{AllocPending, AllocRunning, AllocCompleted, AllocFailed, AllocCancelled, AllocLost, AllocPreempted}
 
 func (h *handler) allocations(w http.ResponseWriter, r *http.Request) {
 	if !h.checkQuery(w, r, "job", "node", "region", "state") {

@@ -222,6 +222,7 @@ const (
 	AllocFailed    AllocState = "failed"    // its task failed
 	AllocCancelled AllocState = "cancelled" // stopped by a cancel or a re-placement
 	AllocLost      AllocState = "lost"      // its node failed
+	AllocPreempted AllocState = "preempted" // a job of higher priority took its room; its job is placed again
 )
 
 // Allocation is one placement of a job on a node, as committed in a ledger.

@@ -175,6 +175,7 @@ func (rl *regionLedger) translate(op auction.LedgerOp) step {
 		cmd := consensus.HoldEscrow{
 			NodeID: e.Node, Resources: e.Resources, BuyerRegion: ref.Buyer, AuctionID: ref.Auction, ItemID: ref.Item,
 			Expiry: e.Expiry, ItemKind: itemKind(e.Kind), JobID: e.JobID, Duration: e.Duration, PricePerHour: e.Price,
+			Priority: e.Priority, Origin: e.Origin, LatencySLO: e.LatencySLO, MaxPricePerHour: e.MaxPrice,
 		}
 		return step{cmds: []consensus.Command{cmd}, finish: func(res []consensus.Result, _ *consensus.Ledger) auction.OpResult {
 			err := res[0].Err
@@ -434,6 +435,7 @@ func snapshotOf(l *consensus.Ledger, region string) auction.MarketSnapshot {
 			Trade: auction.TradeRef{Buyer: e.BuyerRegion, Auction: e.AuctionID, Item: e.ItemID},
 			Kind:  auctionKind(e.Kind), JobID: jobID, Node: e.NodeID, Resources: e.Resources,
 			Duration: e.Duration, Price: e.PricePerHour, Expiry: e.Expiry,
+			Priority: e.Priority, Origin: e.Origin, LatencySLO: e.LatencySLO, MaxPrice: e.MaxPricePerHour,
 		})
 	}
 	for _, ls := range l.Leases() {

@@ -589,6 +589,14 @@ func (m *Market) ServableElsewhere(jobs []consensus.Job) []bool {
 	return m.drv.ServableElsewhere(m.items(jobs))
 }
 
+// FitElsewhere reports, for each of jobs in order, whether per gossip
+// another region could serve it in the room the jobs before it were
+// counted into (auction.FitElsewhere): whether jobs moved together would
+// all find room. The leader checks preemption's victims so.
+func (m *Market) FitElsewhere(jobs []consensus.Job) []bool {
+	return m.drv.FitElsewhere(m.items(jobs))
+}
+
 // LeasesFit reports, for each of jobs, whether a lease the region holds
 // would take it now (each counted against the room the ones before it
 // took). Trade places such a job in the lease without an auction.

@@ -102,7 +102,7 @@ func (r *reportMsg) validate() error {
 		}
 		if h.Kind == reportKindReport {
 			o := consensus.StopReason(it.Outcome)
-			if o < consensus.StopCompleted || o > consensus.StopExpired || o == consensus.StopCancelled {
+			if o < consensus.StopCompleted || o > consensus.StopPreempted || o == consensus.StopCancelled {
 				return fmt.Errorf("report: field %q: %d is not an outcome to report", p+"outcome", it.Outcome)
 			}
 		}

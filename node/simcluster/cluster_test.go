@@ -82,6 +82,17 @@ func closeCluster(t *testing.T, c *simcluster.Cluster) {
 	time.Sleep(time.Minute)
 }
 
+// workersOf is a capacity function: servers (ordinal 0) offer nothing,
+// workers the compute (tasks/hour) at the price ($/hour).
+func workersOf(compute, price float64) func(region string, ordinal int) simcluster.NodeCapacity {
+	return func(_ string, ordinal int) simcluster.NodeCapacity {
+		if ordinal == 0 {
+			return simcluster.NodeCapacity{}
+		}
+		return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: compute}, PricePerHour: price}
+	}
+}
+
 func job(id, origin string, compute float64, dur time.Duration) api.JobSpec {
 	return api.JobSpec{ID: id, OriginRegion: origin, Demand: placement.Resources{ComputePerHour: compute}, DurationS: int64(dur / time.Second)}
 }
@@ -516,14 +527,8 @@ func TestLocalReserve(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ctx := context.Background()
-				capacity := func(region string, ordinal int) simcluster.NodeCapacity {
-					if ordinal == 0 {
-						return simcluster.NodeCapacity{}
-					}
-					return simcluster.NodeCapacity{Resources: placement.Resources{ComputePerHour: 1000}, PricePerHour: 10}
-				}
 				c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: 9,
-					Capacity: capacity, Market: true, Tuning: node.Tuning{LocalReserve: tc.reserve}})
+					Capacity: workersOf(1000, 10), Market: true, Tuning: node.Tuning{LocalReserve: tc.reserve}})
 				defer closeCluster(t, c)
 				home, _ := c.Agent("us-east-1-0")
 				waitFor(t, "home hears of another region's free capacity and leader", 2*time.Minute, func() error {
@@ -583,4 +588,130 @@ func TestLocalReserve(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestPreemptionMovesWork: interactive work that only its own region can
+// serve takes the room of lower-priority work that can move — another
+// region's job the region sold room to, then one of its own — and the
+// moved jobs are served elsewhere.
+func TestPreemptionMovesWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		// No reserve: every job home can hold stays home, so the only way
+		// to make room is preemption.
+		c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: 13,
+			Capacity: workersOf(1000, 10), Market: true, Tuning: node.Tuning{LocalReserve: -1}})
+		defer closeCluster(t, c)
+		regions := []string{"us-east-1", "eu-west-1", "ap-northeast-1"}
+		agent := func(region string) *node.Agent { a, _ := c.Agent(region + "-0"); return a }
+		home := agent("us-east-1")
+		// Every leader must know every other's leader and free capacity,
+		// and coordinates must put the regions beyond the 5 ms SLO below.
+		waitFor(t, "regions hear of each other", 5*time.Minute, func() error {
+			for _, from := range regions {
+				g := agent(from).Gossip()
+				for _, to := range regions {
+					if to == from {
+						continue
+					}
+					if r, ok := g.Record(to + "-0"); !ok || r.Capacity.Market == nil || !r.Capacity.Market.Leader {
+						return fmt.Errorf("%s has not heard of %s's leader", from, to)
+					}
+					if r, ok := g.Record(to + "-1"); !ok || r.Capacity.Free.ComputePerHour < 1000 {
+						return fmt.Errorf("%s does not know %s's free capacity", from, to)
+					}
+					if d, ok := g.RegionRTT(from, to); !ok || d < 50*time.Millisecond {
+						return fmt.Errorf("RTT %s→%s estimated %v (%v)", from, to, d, ok)
+					}
+				}
+			}
+			return nil
+		})
+		status := func(id string, a *node.Agent) api.JobStatus {
+			st, err := a.Job(ctx, id)
+			if err != nil {
+				t.Fatalf("job %s: %v", id, err)
+			}
+			return st
+		}
+		placedIn := func(a *node.Agent, id string, ok func(region string) bool, what string) string {
+			t.Helper()
+			var region string
+			waitFor(t, id+" "+what, 2*time.Minute, func() error {
+				st := status(id, a)
+				switch st.State {
+				case api.JobPlaced, api.JobTraded, api.JobRunning:
+					if ok(st.Region) {
+						region = st.Region
+						return nil
+					}
+				}
+				return fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
+			})
+			return region
+		}
+		submit := func(a *node.Agent, spec api.JobSpec) {
+			t.Helper()
+			if _, _, err := a.SubmitJob(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		batch := func(id string, compute float64) api.JobSpec {
+			s := job(id, "us-east-1", compute, 30*time.Minute)
+			s.Priority = 1
+			return s
+		}
+		interactive := func(id, origin string, compute float64) api.JobSpec {
+			s := job(id, origin, compute, 30*time.Minute)
+			s.LatencySLOMs = 5
+			return s
+		}
+		is := func(want string) func(string) bool { return func(r string) bool { return r == want } }
+
+		submit(home, batch("fill-1", 300))
+		placedIn(home, "fill-1", is("us-east-1"), "placed at home")
+		submit(home, batch("batch-1", 800))
+		first := placedIn(home, "batch-1", func(r string) bool { return r != "" && r != "us-east-1" }, "traded abroad")
+		var third string
+		for _, r := range regions[1:] {
+			if r != first {
+				third = r
+			}
+		}
+
+		// The seller's own interactive job takes batch-1's room; batch-1
+		// goes to the third region.
+		seller := agent(first)
+		submit(seller, interactive("inter-seller", first, 600))
+		placedIn(seller, "inter-seller", is(first), "placed in its region by preemption")
+		placedIn(home, "batch-1", is(third), "moved to the third region")
+		allocs, err := seller.Allocations(ctx, api.AllocationFilter{JobID: "batch-1", Region: first})
+		if err != nil || len(allocs) != 1 || allocs[0].State != api.AllocPreempted {
+			t.Fatalf("batch-1's allocations in %s: %+v %v; want one, preempted", first, allocs, err)
+		}
+
+		// Home's own interactive job takes fill-1's room once gossip says
+		// fill-1 has somewhere to go (the seller has 400 free).
+		waitFor(t, "home hears of the seller's room", 2*time.Minute, func() error {
+			if r, ok := home.Gossip().Record(first + "-1"); !ok || r.Capacity.Free.ComputePerHour < 300 {
+				return fmt.Errorf("%s's free capacity not known yet", first)
+			}
+			return nil
+		})
+		submit(home, interactive("inter-home", "us-east-1", 800))
+		placedIn(home, "inter-home", is("us-east-1"), "placed at home by preemption")
+		placedIn(home, "fill-1", is(first), "moved abroad")
+		// Nothing runs twice and nothing is overcommitted.
+		for _, r := range regions {
+			nodes, err := agent(r).Nodes(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range nodes {
+				if n.Free.ComputePerHour < 0 {
+					t.Errorf("node %s overcommitted: %+v", n.Name, n)
+				}
+			}
+		}
+	})
 }

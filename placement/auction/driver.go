@@ -256,6 +256,13 @@ func (d *Driver) CheaperElsewhere(it Item, localPrice, margin float64) (string, 
 	return CheaperSeller(d.m.cfg.Region, it, localPrice, margin, regions, d.rttTable([]Item{it}, regions), d.cfg.Now())
 }
 
+// FitElsewhere is FitElsewhere over one look at what the Directory says
+// now. It reads only the Directory, so any goroutine may call it.
+func (d *Driver) FitElsewhere(items []Item) []bool {
+	regions := d.cfg.Directory.Regions()
+	return FitElsewhere(d.m.cfg.Region, items, regions, d.rttTable(items, regions), d.cfg.Now())
+}
+
 // ServableElsewhere is ServableElsewhere over one look at what the
 // Directory says now, for each of items. It reads only the Directory, so
 // any goroutine may call it.

@@ -371,6 +371,55 @@ func ServableElsewhere(home string, it Item, regions []RegionInfo, rtt RTTTable,
 	return false
 }
 
+// FitElsewhere reports, for each of items in order, whether a reachable
+// region other than home could serve it per gossip (canServe) in the room
+// the items before it left: an item that fits is counted into the region
+// with the most room on one node among those that could serve it, and
+// takes its demand from that region's room. It judges moves made together:
+// several jobs each checked alone against one region's free node would
+// all find it free, and all but one would then find it full.
+func FitElsewhere(home string, items []Item, regions []RegionInfo, rtt RTTTable, now time.Time) []bool {
+	room := slices.Clone(regions)
+	out := make([]bool, len(items))
+	for i, it := range items {
+		best := -1
+		for k, r := range room {
+			if r.Region == home || !r.Reachable {
+				continue
+			}
+			if _, _, ok := canServe(home, it, r, rtt, now); !ok {
+				continue
+			}
+			if best < 0 || largest(r).ComputePerHour > largest(room[best]).ComputePerHour {
+				best = k
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		out[i] = true
+		r := &room[best]
+		d := it.Job.Demand
+		if !r.LargestNode.IsZero() {
+			r.LargestNode = r.LargestNode.Sub(d)
+		}
+		if d.FitsIn(r.Surplus) {
+			r.Surplus = r.Surplus.Sub(d)
+		} else {
+			r.Surplus = placement.Resources{}
+		}
+	}
+	return out
+}
+
+// largest is the room of r's emptiest node, as canServe reads it.
+func largest(r RegionInfo) placement.Resources {
+	if r.LargestNode.IsZero() {
+		return r.Surplus
+	}
+	return r.LargestNode
+}
+
 // CheaperSeller returns a region that asks clearly less for it than
 // localPrice, what serving it at home costs (US dollars per node-hour, as
 // asks and bids are): a reachable region other than home that could serve

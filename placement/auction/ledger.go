@@ -145,6 +145,14 @@ type EscrowRecord struct {
 	Price float64 `msgpack:"p"`
 	// Expiry is when the hold lapses by itself.
 	Expiry time.Time `msgpack:"x"`
+	// Priority, Origin, LatencySLO and MaxPrice are the job's terms (zero
+	// for a lease): the seller's leader judges by them whether it may
+	// preempt the allocation when a job of its own needs the room, and
+	// whether the buyer's job could be served elsewhere.
+	Priority   int           `msgpack:"pr,omitempty"`
+	Origin     string        `msgpack:"or,omitempty"`
+	LatencySLO time.Duration `msgpack:"slo,omitempty"`
+	MaxPrice   float64       `msgpack:"mp,omitempty"`
 }
 
 // AwardRecord is a buyer's award, as its ledger stores it.

@@ -109,6 +109,8 @@ func (m *Market) onCallForBids(now time.Time, in Inbound) {
 			Trade: TradeRef{Buyer: env.From, Auction: env.Auction, Item: q.Item.ID},
 			Kind:  q.Item.Kind, JobID: q.Item.Job.ID, Node: q.Node.ID, Resources: q.Item.Job.Demand,
 			Duration: q.Item.Job.Duration, Price: q.Price, Expiry: expiry,
+			Priority: q.Item.Job.Priority, Origin: q.Item.Job.OriginRegion, LatencySLO: q.Item.Job.LatencySLO,
+			MaxPrice: q.Item.Job.MaxPricePerHour,
 		}
 		holds[i] = LedgerOp{Kind: OpHoldEscrow, Now: now, Trade: recs[i].Trade, Escrow: &recs[i]}
 		m.escrows[recs[i].Trade] = &escrow{rec: recs[i], state: escrowHolding}

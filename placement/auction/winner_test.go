@@ -2,6 +2,7 @@ package auction
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -414,5 +415,35 @@ func TestQuoteSellsDownToLimit(t *testing.T) {
 	// "between" holds 10 of 100, "under" none: "above" is asked at 20 %.
 	if p, ok := got["above"]; !ok || math.Abs(p-DefaultPricing(nodes[0], 0.2)) > 1e-9 {
 		t.Errorf("above: quoted %v; want the seller's own ask at 20%% utilization, %v", p, DefaultPricing(nodes[0], 0.2))
+	}
+}
+
+// TestFitElsewhere: jobs moved together are counted into the room the ones
+// before them took; each goes where the most room is.
+func TestFitElsewhere(t *testing.T) {
+	rtt := RTTTable{}
+	for _, r := range []string{"home", "a", "b"} {
+		rtt.Set("home", r, 10*time.Millisecond)
+	}
+	room := func(region string, c float64) RegionInfo {
+		r := placement.Resources{ComputePerHour: c, StorageGB: 100}
+		return RegionInfo{Region: region, Reachable: true, Surplus: r, LargestNode: r}
+	}
+	regions := []RegionInfo{room("home", 1000), room("a", 100), room("b", 150)}
+	// 90 goes to b (most room), leaving 60; 80 then to a (100), leaving
+	// 20; a second 80 finds no region with room; 50 fits b's 60.
+	items := []Item{jobItem(90), jobItem(80), jobItem(80), jobItem(50)}
+	got := FitElsewhere("home", items, regions, rtt, t0)
+	if want := []bool{true, true, false, true}; !slices.Equal(got, want) {
+		t.Fatalf("FitElsewhere = %v; want %v", got, want)
+	}
+	// Each alone fits somewhere.
+	for _, it := range items {
+		if !ServableElsewhere("home", it, regions, rtt, t0) {
+			t.Fatalf("%v alone: not servable", it.Job.Demand)
+		}
+	}
+	if regions[1].Surplus.ComputePerHour != 100 {
+		t.Fatalf("FitElsewhere changed its argument: %+v", regions[1])
 	}
 }

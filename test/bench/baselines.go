@@ -127,6 +127,18 @@ type baseline struct {
 	latency func(w *World, j *Job, r string) time.Duration
 	// note says how, for the report.
 	note func(w *World) string
+	// preempt, for the placement-policy study only, gives the model the
+	// mesh's preemption (node/preempt.go) with exact knowledge: a job that
+	// fits nowhere it may go may take a node of its origin region from a
+	// running job of lower priority, or of the same priority from another
+	// region, if that job fits now on a node of another region it may be
+	// served from; the moved job continues there.
+	// The published baselines never preempt.
+	preempt bool
+	// lowerOnly limits preemption to jobs of lower priority: the model
+	// does not take back room lent to other regions' jobs of the same
+	// priority, as the mesh does.
+	lowerOnly bool
 }
 
 // Name implements Scheduler.
@@ -142,51 +154,139 @@ func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, erro
 	span := regionSpans(nodes)
 	out := Outcome{Jobs: make([]JobResult, len(jobs))}
 	var running endHeap
+	// where is the node each running job is on (-1 once it ended), and
+	// onNode the running jobs of each node, for preemption.
+	where := make([]int, len(jobs))
+	onNode := make([][]int, len(nodes))
+	// rank returns the node of region r the pipeline ranks first for job
+	// j, other than skip, or -1.
+	rank := func(j *Job, r string, skip int) (int, error) {
+		s := span[r]
+		dec, err := pipe.Rank(j.PlacementJob(), nodes[s[0]:s[1]])
+		if err != nil {
+			return -1, fmt.Errorf("%s: job %s: %w", b.name, j.ID, err)
+		}
+		for _, c := range dec.Ranked() {
+			if k := s[0] + c.Index; k != skip {
+				return k, nil
+			}
+		}
+		return -1, nil
+	}
+	place := func(i, k int, at time.Time) {
+		j := &jobs[i]
+		nodes[k].Free = nodes[k].Free.Sub(j.Demand)
+		where[i] = k
+		onNode[k] = append(onNode[k], i)
+		seg := Segment{Region: nodes[k].Region, Node: nodes[k].ID, Start: at, End: j.End(), CostPerHour: nodes[k].CostPerHour(j.Demand)}
+		res := &out.Jobs[i]
+		if res.Placed {
+			res.Segments[len(res.Segments)-1].End = at
+			res.Segments = append(res.Segments, seg)
+		} else {
+			*res = JobResult{Placed: true, Start: at, PlacementLatency: b.latency(w, j, seg.Region), Segments: []Segment{seg}}
+		}
+		res.Region, res.Node, res.CostPerHour = seg.Region, seg.Node, seg.CostPerHour
+		res.Traded = res.Traded || seg.Region != j.Origin
+	}
+	unplace := func(i int) {
+		k := where[i]
+		nodes[k].Free = nodes[k].Free.Add(jobs[i].Demand)
+		onNode[k] = slices.DeleteFunc(onNode[k], func(x int) bool { return x == i })
+		where[i] = -1
+	}
 	for i := range jobs {
 		if i%1024 == 0 && ctx.Err() != nil {
 			return Outcome{}, fmt.Errorf("%s: %w", b.name, ctx.Err())
 		}
 		j := &jobs[i]
 		for len(running) > 0 && !running[0].end.After(j.At) {
-			e := heap.Pop(&running).(ending)
-			nodes[e.node].Free = nodes[e.node].Free.Add(jobs[e.job].Demand)
+			unplace(heap.Pop(&running).(ending).job)
 		}
 		free := make(map[string]float64, len(span))
 		for _, n := range nodes {
 			free[n.Region] += n.Free.ComputePerHour
 		}
-		pj := j.PlacementJob()
 		tried := 0
 		for _, r := range b.order(w, j, free) {
 			if !w.feasible(j, r) {
 				continue
 			}
 			tried++
-			s := span[r]
-			dec, err := pipe.Rank(pj, nodes[s[0]:s[1]])
+			k, err := rank(j, r, -1)
 			if err != nil {
-				return Outcome{}, fmt.Errorf("%s: job %s: %w", b.name, j.ID, err)
+				return Outcome{}, err
 			}
-			c, ok := dec.Winner()
-			if !ok {
-				continue
+			if k >= 0 {
+				place(i, k, j.At)
+				break
 			}
-			k := s[0] + c.Index
-			cost := nodes[k].CostPerHour(j.Demand)
-			nodes[k].Free = nodes[k].Free.Sub(j.Demand)
-			heap.Push(&running, ending{end: j.End(), job: i, node: k})
-			out.Jobs[i] = JobResult{
-				Placed: true, Region: r, Node: nodes[k].ID, Start: j.At, CostPerHour: cost,
-				PlacementLatency: b.latency(w, j, r), Traded: r != j.Origin,
-			}
-			break
 		}
-		if !out.Jobs[i].Placed {
+		if !out.Jobs[i].Placed && b.preempt {
+			if err := b.preemptFor(w, i, jobs, nodes, span[j.Origin], onNode, free, rank, place, unplace); err != nil {
+				return Outcome{}, err
+			}
+		}
+		if out.Jobs[i].Placed {
+			heap.Push(&running, ending{end: j.End(), job: i})
+		} else {
 			out.Jobs[i].Reason = unplacedReason(tried)
+		}
+	}
+	for i := range out.Jobs {
+		// A job that never moved is one allocation: no segments, as the
+		// published baselines report it.
+		if res := &out.Jobs[i]; len(res.Segments) == 1 {
+			res.Segments = nil
 		}
 	}
 	out.Notes = append(out.Notes, b.note(w))
 	return out, nil
+}
+
+// preemptFor places job i on a node of its origin region (span) by moving
+// the least important single running job that yields to it (lower
+// priority, or another region's at the same priority), frees enough there
+// and fits now on a node of another region it may be served from (the
+// mesh's rule, node/preempt.go, with exact knowledge).
+func (b *baseline) preemptFor(w *World, i int, jobs []Job, nodes []placement.Node, span [2]int, onNode [][]int, free map[string]float64,
+	rank func(j *Job, r string, skip int) (int, error), place func(i, k int, at time.Time), unplace func(i int)) error {
+	j := &jobs[i]
+	if !w.feasible(j, j.Origin) {
+		return nil
+	}
+	for k := span[0]; k < span[1]; k++ {
+		victims := slices.Clone(onNode[k])
+		slices.SortFunc(victims, func(x, y int) int {
+			return cmp.Or(cmp.Compare(jobs[x].Priority, jobs[y].Priority), cmp.Compare(jobs[x].Demand.ComputePerHour, jobs[y].Demand.ComputePerHour), cmp.Compare(x, y))
+		})
+		for _, v := range victims {
+			vj := &jobs[v]
+			// Lower priority, or room lent to another region's job at the
+			// same priority (preemptible.yields in node/preempt.go).
+			yields := vj.Priority < j.Priority || !b.lowerOnly && vj.Priority == j.Priority && vj.Origin != nodes[k].Region
+			if !yields || !j.Demand.FitsIn(nodes[k].Free.Add(vj.Demand)) {
+				continue
+			}
+			for _, r := range b.order(w, vj, free) {
+				if r == nodes[k].Region || !w.feasible(vj, r) {
+					continue
+				}
+				k2, err := rank(vj, r, k)
+				if err != nil {
+					return err
+				}
+				if k2 < 0 {
+					continue
+				}
+				unplace(v)
+				place(v, k2, j.At)
+				place(i, k, j.At)
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 // regionSpans maps each region to its nodes' positions [first, end) in
@@ -213,9 +313,8 @@ func unplacedReason(tried int) string {
 
 // ending is a running job's end, for the event queue.
 type ending struct {
-	end  time.Time
-	job  int
-	node int
+	end time.Time
+	job int
 }
 
 // endHeap orders endings by time, then job index, so releases are

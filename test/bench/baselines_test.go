@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"math"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -124,7 +125,7 @@ func TestBaselinesAreDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range a.Jobs {
-			if a.Jobs[i] != b.Jobs[i] {
+			if !reflect.DeepEqual(a.Jobs[i], b.Jobs[i]) {
 				t.Fatalf("%s: job %s: %+v then %+v", s.Name(), wl.Jobs[i].ID, a.Jobs[i], b.Jobs[i])
 			}
 		}
@@ -181,5 +182,50 @@ func TestBaselineHonoursCancellation(t *testing.T) {
 	cancel()
 	if _, err := LocalOnly().Run(ctx, w, wl.Jobs); err == nil {
 		t.Fatal("Run with a cancelled context succeeded")
+	}
+}
+
+// TestPreemptionInTheModel: with preemption (the placement-policy study's
+// model of the mesh), an interactive job that fits nowhere takes its
+// origin's node from a batch job, which moves to a region with room and is
+// charged there from then on; without room elsewhere for the batch job,
+// nothing is preempted.
+func TestPreemptionInTheModel(t *testing.T) {
+	w := tinyWorld(t, map[string]float64{"us-east-1": 10, "eu-west-1": 1},
+		map[[2]string]int{{"us-east-1", "eu-west-1"}: 80}, 1)
+	slo := 50 * time.Millisecond
+	win := 10 * time.Minute
+	batch := job("batch", "us-east-1", 0, 3600, 0, win)
+	batch.Priority = 1
+	filler := job("filler", "eu-west-1", 0, 3600, slo, win)
+	filler.Priority = 2
+	inter := job("inter", "us-east-1", time.Minute, 2400, slo, win)
+	inter.Priority = 2
+	model := &baseline{name: "model", order: nearestOrder, latency: peerLatency, preempt: true, note: func(*World) string { return "" }}
+
+	out, err := model.Run(context.Background(), w, indexed(batch, inter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, i := out.Jobs[0], out.Jobs[1]
+	if !i.Placed || i.Region != "us-east-1" || len(i.Segments) != 0 {
+		t.Fatalf("interactive job: %+v; want placed at home, one allocation", i)
+	}
+	if len(b.Segments) != 2 || b.Segments[0].Region != "us-east-1" || b.Segments[1].Region != "eu-west-1" ||
+		!b.Segments[0].End.Equal(b.Segments[1].Start) || !b.Segments[1].Start.Equal(inter.At) {
+		t.Fatalf("batch job: %+v; want moved from us-east-1 to eu-west-1 when the interactive job came", b)
+	}
+	ev, err := Evaluate(w, indexed(batch, inter), "model", out)
+	if err != nil || ev.Moved != 1 || ev.Placed != 2 {
+		t.Fatalf("evaluation: moved %d, placed %d, %v", ev.Moved, ev.Placed, err)
+	}
+
+	// Dublin is full: the batch job has nowhere to go and keeps its node.
+	out, err = model.Run(context.Background(), w, indexed(batch, filler, inter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, i := out.Jobs[0], out.Jobs[2]; i.Placed || len(b.Segments) != 0 || b.Region != "us-east-1" {
+		t.Fatalf("batch %+v, interactive %+v; want nothing preempted", b, i)
 	}
 }

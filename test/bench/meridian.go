@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -197,7 +199,11 @@ func (m *meridian) Run(ctx context.Context, w *World, jobs []Job) (_ Outcome, er
 			return Outcome{}, fmt.Errorf("meridian: %w", ctx.Err())
 		}
 	}
-	final, allocated, err := m.collect(ctx, regions, byRegion)
+	ids := make(map[string]bool, len(jobs))
+	for i := range jobs {
+		ids[jobs[i].ID] = true
+	}
+	final, allocated, err := m.collect(ctx, regions, byRegion, ids, w.NodeCapacity().ComputePerHour)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -222,11 +228,16 @@ func (m *meridian) Run(ctx context.Context, w *World, jobs []Job) (_ Outcome, er
 			}
 			continue
 		}
-		// What the job paid per hour: its status says while it holds an
-		// allocation (for a traded job, the trade's price); a finished
-		// job's status no longer does, so the status the client saw when
-		// it was placed, or the allocation's own figure in the ledger.
-		al, hasAlloc := allocated[j.ID]
+		if allocs := allocated[j.ID]; len(allocs) > 0 {
+			*res = meshSegments(j, st, rec, allocs, shift)
+			continue
+		}
+		// Its allocations are gone from the ledgers (pruned): one segment
+		// as the client and the job's status saw it. What the job paid per
+		// hour: its status says while it holds an allocation (for a traded
+		// job, the trade's price); a finished job's status no longer does,
+		// so the status the client saw when it was placed.
+		fromClient++
 		region, cost := st.Region, st.CostPerHour
 		if region == "" {
 			region = rec.status.Region
@@ -234,20 +245,7 @@ func (m *meridian) Run(ctx context.Context, w *World, jobs []Job) (_ Outcome, er
 		if cost == 0 {
 			cost = rec.status.CostPerHour
 		}
-		if cost == 0 && hasAlloc {
-			cost = al.cost
-		}
-		if region == "" && hasAlloc {
-			region = al.region
-		}
-		// The placement's commit time in the ledgers, when they still
-		// have its allocation; what the client saw otherwise.
 		at := rec.placedAt
-		if hasAlloc {
-			at = minTime(at, al.created)
-		} else {
-			fromClient++
-		}
 		*res = JobResult{
 			Placed: true, Region: region, Node: st.Node, Start: at.Add(-shift),
 			CostPerHour: cost, PlacementLatency: max(0, at.Sub(j.At.Add(shift))),
@@ -377,17 +375,68 @@ func retryable(err error) bool {
 	return errors.Is(err, api.ErrNoLeader) || errors.Is(err, api.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// allocInfo is a job's first allocation, as a ledger has it.
+// meshSegments is the result of placed job j from its allocations in the
+// ledgers (in the mesh's virtual time, which is the run's shifted by
+// shift): one Segment per allocation, so that a job the mesh moved is
+// charged for each place it ran in. st is the job's final status and rec
+// what its client saw, for a cost an allocation does not say.
+func meshSegments(j *Job, st api.JobStatus, rec *jobRecord, allocs []allocInfo, shift time.Duration) JobResult {
+	segs := make([]Segment, 0, len(allocs))
+	at := rec.placedAt // the first commit, for the placement latency
+	traded := st.State == api.JobTraded
+	for _, al := range allocs {
+		at = minTime(at, al.created)
+		start := al.created.Add(-shift)
+		// A live allocation holds its capacity until the client stops the
+		// job at its window's end (or the job completes, which Evaluate
+		// reads as the same: a job runs to its window's end).
+		end := j.End()
+		if !al.stopped.IsZero() {
+			end = al.stopped.Add(-shift)
+		}
+		cost := al.cost
+		if cost == 0 {
+			// Its node is gone from the ledger: what the job's status said.
+			cost = cmp.Or(st.CostPerHour, rec.status.CostPerHour)
+		}
+		segs = append(segs, Segment{Region: al.region, Node: al.node, Start: start, End: maxTime(start, end), CostPerHour: cost})
+		traded = traded || al.region != j.Origin
+	}
+	slices.SortFunc(segs, func(a, b Segment) int {
+		return cmp.Or(a.Start.Compare(b.Start), a.End.Compare(b.End), cmp.Compare(a.Region, b.Region), cmp.Compare(a.Node, b.Node))
+	})
+	last := segs[len(segs)-1]
+	return JobResult{
+		Placed: true, Region: last.Region, Node: last.Node, Start: segs[0].Start, CostPerHour: last.CostPerHour,
+		PlacementLatency: max(0, at.Sub(j.At.Add(shift))), Traded: traded, Segments: segs,
+	}
+}
+
+// allocInfo is one of a job's allocations, as a ledger has it.
 type allocInfo struct {
 	created time.Time
-	cost    float64
-	region  string
+	stopped time.Time // zero while it is live
+	// cost is what the job was charged per hour: for a traded allocation
+	// the trade's price (the buyer's ledger has it), for a local one its
+	// node's; zero when neither is known.
+	cost         float64
+	region, node string
+	tradeID      string // the trade that bought it, if any
+}
+
+// liveAlloc reports allocation states in which an allocation still holds
+// its capacity; every other state is a stop, at its UpdatedAt.
+func liveAlloc(s api.AllocState) bool {
+	return s == api.AllocPending || s == api.AllocRunning
 }
 
 // collect reads every job's final status from its home region's ledger,
-// and when each job's first allocation was committed, from the ledgers of
-// the regions the allocations are in.
-func (m *meridian) collect(ctx context.Context, regions []string, byRegion map[string][]*node.Agent) (map[string]api.JobStatus, map[string]allocInfo, error) {
+// and every allocation of the jobs in ids (not leases, not other jobs) from
+// the ledgers of the regions the allocations are in. A traded allocation
+// is charged its trade's price, read from the buyer's trades: a price per
+// node-hour, of which the job pays its share (its compute over
+// nodeCompute, each node's).
+func (m *meridian) collect(ctx context.Context, regions []string, byRegion map[string][]*node.Agent, ids map[string]bool, nodeCompute float64) (map[string]api.JobStatus, map[string][]allocInfo, error) {
 	// ask calls f on the region's agents in turn until one answers.
 	ask := func(r string, f func(ctx context.Context, a *node.Agent) error) error {
 		var err error
@@ -403,7 +452,8 @@ func (m *meridian) collect(ctx context.Context, regions []string, byRegion map[s
 		return err
 	}
 	final := map[string]api.JobStatus{}
-	allocated := map[string]allocInfo{}
+	allocated := map[string][]allocInfo{}
+	tradeCost := map[string]float64{} // by trade ID, per hour of the job
 	for _, r := range regions {
 		cursor := ""
 		for {
@@ -436,8 +486,38 @@ func (m *meridian) collect(ctx context.Context, regions []string, byRegion map[s
 			return nil, nil, fmt.Errorf("meridian: listing the allocations of %s: %w", r, err)
 		}
 		for _, al := range allocs {
-			if a, ok := allocated[al.JobID]; !ok || al.CreatedAt.Before(a.created) {
-				allocated[al.JobID] = allocInfo{created: al.CreatedAt, cost: al.CostPerHour, region: al.Region}
+			if !ids[al.JobID] {
+				continue
+			}
+			ai := allocInfo{created: al.CreatedAt, cost: al.CostPerHour, region: al.Region, node: al.Node, tradeID: al.TradeID}
+			if !liveAlloc(al.State) {
+				ai.stopped = maxTime(al.UpdatedAt, al.CreatedAt)
+			}
+			allocated[al.JobID] = append(allocated[al.JobID], ai)
+		}
+		var trades []api.Trade
+		err = ask(r, func(ctx context.Context, a *node.Agent) error {
+			var err error
+			trades, err = a.Trades(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("meridian: listing the trades of %s: %w", r, err)
+		}
+		for _, tr := range trades {
+			// The buyer's record of a trade has the price it pays; the
+			// seller's lists its node's cost.
+			if tr.BuyerRegion == r && tr.SellerRegion != r && ids[tr.JobID] && tr.PricePerHour > 0 && nodeCompute > 0 {
+				tradeCost[tr.ID] = tr.PricePerHour * tr.Resources.ComputePerHour / nodeCompute
+			}
+		}
+	}
+	// Allocations are listed by the region that holds them, trades by the
+	// buyer: match them once every region has been read.
+	for _, jobAllocs := range allocated {
+		for k := range jobAllocs {
+			if c, ok := tradeCost[jobAllocs[k].tradeID]; ok {
+				jobAllocs[k].cost = c
 			}
 		}
 	}

@@ -64,6 +64,11 @@ type Evaluation struct {
 	Jobs   int `json:"jobs"`
 	Placed int `json:"placed"`
 	Traded int `json:"traded"`
+	// Moved counts placed jobs served by more than one allocation (their
+	// JobResult.Segments): preempted, or their node failed, and placed
+	// again. Each allocation is charged at its own region's price, and the
+	// gaps between them as unserved work.
+	Moved int `json:"moved"`
 	// SLOMisses counts placed jobs served outside their SLO or price limit.
 	SLOMisses int `json:"slo_misses"`
 	// PlacedWorkPct is the share of the work (node-hours) placed.
@@ -164,44 +169,73 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 			ev.Unplaced[cat]++
 			continue
 		}
-		if _, ok := w.price[res.Region]; !ok {
-			return Evaluation{}, fmt.Errorf("%s: job %s placed in region %q, which is not in the run", name, j.ID, res.Region)
-		}
-		if !(res.CostPerHour >= 0) || math.IsInf(res.CostPerHour, 0) {
-			return Evaluation{}, fmt.Errorf("%s: job %s costs %v per hour", name, j.ID, res.CostPerHour)
-		}
-		if res.Start.IsZero() {
-			return Evaluation{}, fmt.Errorf("%s: job %s placed with no start time", name, j.ID)
+		segs, err := servedSegments(w, name, j, res)
+		if err != nil {
+			return Evaluation{}, err
 		}
 		ev.Placed++
-		// A job runs from its start to its window's end: one placed late
-		// serves only what is left of its window (the mesh's client stops
-		// it then), and the time before it started is unserved work.
-		runEnd := minTime(res.Start.Add(j.Duration), j.End())
-		ran := max(runEnd.Sub(res.Start), 0)
+		if len(res.Segments) > 1 {
+			ev.Moved++
+		}
+		// A job serves its requests only within its window: each segment
+		// counts from the job's arrival at the earliest to its window's
+		// end at the latest (one placed late serves only what is left of
+		// its window; the mesh's client stops it then). The part of the
+		// window no segment covers is unserved work, charged the penalty;
+		// where segments overlap (a move that started the new allocation
+		// before stopping the old) both held capacity and both are paid
+		// for, but the window is served once.
 		share := j.Demand.ComputePerHour / w.node.ComputePerHour // of a node
-		if late := j.Duration - ran; late > 0 {
+		spans := make([][2]time.Time, len(segs))
+		for k, s := range segs {
+			from, to := maxTime(s.Start, j.At), minTime(s.End, j.End())
+			spans[k] = [2]time.Time{from, maxTime(from, to)}
+		}
+		covered, gaps := coverage(j.At, j.End(), spans)
+		if late := j.Duration - covered; late > 0 {
 			ev.PenaltyUSD += late.Hours() * share * penalty
-			spread(ev.Timeline.CostUSD, j.At, res.Start, penalty*share)
+			for _, g := range gaps {
+				spread(ev.Timeline.CostUSD, g[0], g[1], penalty*share)
+			}
 		}
-		placedWork += work * float64(ran) / float64(j.Duration)
-		if res.Region != j.Origin {
+		placedWork += work * float64(covered) / float64(j.Duration)
+		var served, away time.Duration // segment time, and the part of it outside the origin
+		traded, miss := false, false
+		for k, s := range segs {
+			from, to := spans[k][0], spans[k][1]
+			ran := to.Sub(from)
+			served += ran
+			if s.Region != j.Origin {
+				traded = true
+				away += ran
+			}
+			if !w.feasible(j, s.Region) {
+				miss = true
+			}
+			ev.PaidUSD += s.CostPerHour * ran.Hours()
+			ev.ServedUSD += w.price[s.Region] * share * ran.Hours()
+			spread(ev.Timeline.CostUSD, from, to, w.price[s.Region]*share)
+			u := j.Demand.ComputePerHour / w.RegionCompute(s.Region)
+			spread(ev.Timeline.Utilization[s.Region], from, to, u)
+			if from, to := maxTime(from, start), minTime(to, end); from.Before(to) {
+				busy[s.Region] += j.Demand.ComputePerHour / w.node.ComputePerHour * to.Sub(from).Hours()
+			}
+		}
+		if traded {
 			ev.Traded++
-			crossGB += j.WireGB
+			// Its requests and responses crossed regions for the share of
+			// its serving time spent away from its origin; a job that
+			// served no time at all is counted by where it was placed.
+			if served > 0 {
+				crossGB += j.WireGB * (float64(away) / float64(served))
+			} else if segs[len(segs)-1].Region != j.Origin {
+				crossGB += j.WireGB
+			}
 		}
-		if !w.feasible(j, res.Region) {
+		if miss {
 			ev.SLOMisses++
 		}
-		ev.PaidUSD += res.CostPerHour * ran.Hours()
-		ev.ServedUSD += w.price[res.Region] * share * ran.Hours()
 		latencies = append(latencies, float64(res.PlacementLatency)/float64(time.Millisecond))
-		spread(ev.Timeline.CostUSD, res.Start, runEnd, w.price[res.Region]*share)
-		u := j.Demand.ComputePerHour / w.RegionCompute(res.Region)
-		spread(ev.Timeline.Utilization[res.Region], res.Start, runEnd, u)
-		from, to := maxTime(res.Start, start), minTime(runEnd, end)
-		if from.Before(to) {
-			busy[res.Region] += j.Demand.ComputePerHour / w.node.ComputePerHour * to.Sub(from).Hours()
-		}
 	}
 	// Utilization series hold utilization·hours per bucket: turn them
 	// into mean utilization.
@@ -232,6 +266,74 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 	res.JainUtilization = jain(utils)
 	ev.Result = res
 	return ev, nil
+}
+
+// servedSegments returns the allocations that served placed job j: its
+// result's Segments, or, for a result without them, one segment from its
+// Start to its window's end in its Region. It fails on a result that cannot
+// be evaluated (an unknown region, a negative or non-finite cost, a missing
+// start, a segment ending before it starts): a scheduler bug, not a result.
+func servedSegments(w *World, name string, j *Job, res *JobResult) ([]Segment, error) {
+	check := func(what, region string, cost float64, start time.Time) error {
+		if _, ok := w.price[region]; !ok {
+			return fmt.Errorf("%s: job %s%s placed in region %q, which is not in the run", name, j.ID, what, region)
+		}
+		if !(cost >= 0) || math.IsInf(cost, 0) {
+			return fmt.Errorf("%s: job %s%s costs %v per hour", name, j.ID, what, cost)
+		}
+		if start.IsZero() {
+			return fmt.Errorf("%s: job %s%s placed with no start time", name, j.ID, what)
+		}
+		return nil
+	}
+	if len(res.Segments) == 0 {
+		if err := check("", res.Region, res.CostPerHour, res.Start); err != nil {
+			return nil, err
+		}
+		// It runs from its start to its window's end (Evaluate clips a
+		// start after that end to nothing served).
+		return []Segment{{Region: res.Region, Node: res.Node, Start: res.Start, End: maxTime(res.Start, j.End()), CostPerHour: res.CostPerHour}}, nil
+	}
+	for k, s := range res.Segments {
+		what := fmt.Sprintf(" segment %d", k)
+		if err := check(what, s.Region, s.CostPerHour, s.Start); err != nil {
+			return nil, err
+		}
+		if s.End.Before(s.Start) {
+			return nil, fmt.Errorf("%s: job %s segment %d ends at %s, before it starts at %s", name, j.ID, k,
+				s.End.Format(time.RFC3339Nano), s.Start.Format(time.RFC3339Nano))
+		}
+	}
+	return res.Segments, nil
+}
+
+// coverage returns how much of [from, to) the spans cover, counting time
+// covered by more than one span once, and the gaps of [from, to) no span
+// covers, in order. Spans are [start, end) pairs within [from, to), in any
+// order.
+func coverage(from, to time.Time, spans [][2]time.Time) (time.Duration, [][2]time.Time) {
+	sorted := slices.Clone(spans)
+	slices.SortFunc(sorted, func(a, b [2]time.Time) int { return a[0].Compare(b[0]) })
+	var covered time.Duration
+	var gaps [][2]time.Time
+	cursor := from // everything before it is covered or a gap already
+	for _, s := range sorted {
+		if !s[0].Before(s[1]) {
+			continue // empty
+		}
+		if s[0].After(cursor) {
+			gaps = append(gaps, [2]time.Time{cursor, s[0]})
+			cursor = s[0]
+		}
+		if s[1].After(cursor) {
+			covered += s[1].Sub(cursor)
+			cursor = s[1]
+		}
+	}
+	if cursor.Before(to) {
+		gaps = append(gaps, [2]time.Time{cursor, to})
+	}
+	return covered, gaps
 }
 
 // jain returns Jain's fairness index (Σx)²/(n·Σx²) of xs, or 0 when every

@@ -86,9 +86,19 @@ func TestPlacementPolicies(t *testing.T) {
 		policies = append(policies, policy(fmt.Sprintf("reserve %.1f, bin packing", r), placement.PackBinpack, reserveOrder(r)))
 	}
 	policies = append(policies, policy("reserve 0.5, spread", placement.PackSpread, reserveOrder(0.5)))
+	lower := policy("reserve 0.5, bin packing, preemption of lower priorities only", placement.PackBinpack, reserveOrder(0.5))
+	lower.lowerOnly = true
+	for _, p := range []*baseline{
+		policy("nearest-first, bin packing, preemption", placement.PackBinpack, nearestOrder),
+		lower,
+		policy("reserve 0.5, bin packing, preemption", placement.PackBinpack, reserveOrder(0.5)),
+	} {
+		p.preempt = true
+		policies = append(policies, p)
+	}
 	cost := map[string]float64{}
 	t.Logf("LP bound $%.2f", bound.TotalUSD)
-	t.Logf("| policy | cost_vs_lp | placed_pct | placed_work_pct | traded |")
+	t.Logf("| policy | cost_vs_lp | placed_pct | placed_work_pct | traded | moved |")
 	for _, p := range policies {
 		out, err := p.Run(t.Context(), w, wl.Jobs)
 		if err != nil {
@@ -102,9 +112,12 @@ func TestPlacementPolicies(t *testing.T) {
 			t.Errorf("%s: %d placements outside their SLO or price limit", p.name, ev.SLOMisses)
 		}
 		cost[p.name] = ev.Result.CostUSD
-		t.Logf("| %s | %.4f | %.2f | %.2f | %d |", p.name, ev.Result.CostUSD/bound.TotalUSD, ev.Result.PlacedPct, ev.PlacedWorkPct, ev.Traded)
+		t.Logf("| %s | %.4f | %.2f | %.2f | %d | %d |", p.name, ev.Result.CostUSD/bound.TotalUSD, ev.Result.PlacedPct, ev.PlacedWorkPct, ev.Traded, ev.Moved)
 	}
 	if !(cost["reserve 0.5, bin packing"] < cost["nearest-first, bin packing"]) {
-		t.Errorf("the mesh's policy costs %v, nearest-first %v", cost["reserve 0.5, bin packing"], cost["nearest-first, bin packing"])
+		t.Errorf("the reserve costs %v, nearest-first %v", cost["reserve 0.5, bin packing"], cost["nearest-first, bin packing"])
+	}
+	if !(cost["reserve 0.5, bin packing, preemption"] < cost["reserve 0.5, bin packing"]) {
+		t.Errorf("the mesh's policy (with preemption) costs %v, without %v", cost["reserve 0.5, bin packing, preemption"], cost["reserve 0.5, bin packing"])
 	}
 }

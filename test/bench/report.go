@@ -157,17 +157,17 @@ func markdown(r *Report) string {
 			s.Name, money(s.CostUSD), s.CostVsLP, s.PlacedPct, s.SLOPct, s.PlacementP50Ms, s.PlacementP99Ms, s.CrossRegionGB, s.JainUtilization)
 	}
 	b.WriteString("\n## Breakdown\n\n")
-	b.WriteString("| name | served_usd | penalty_usd | jobs | placed | traded | slo_misses | placed_work_pct | paid_usd | paid_vs_lp |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| name | served_usd | penalty_usd | jobs | placed | traded | moved | slo_misses | placed_work_pct | paid_usd | paid_vs_lp |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, ev := range r.Evaluations {
 		paid := 0.0
 		if r.Bound.TotalUSD > 0 {
 			paid = (ev.PaidUSD + ev.PenaltyUSD) / r.Bound.TotalUSD
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %d | %d | %.2f | %s | %.4f |\n", ev.Result.Name, money(ev.ServedUSD), money(ev.PenaltyUSD),
-			ev.Jobs, ev.Placed, ev.Traded, ev.SLOMisses, ev.PlacedWorkPct, money(ev.PaidUSD), paid)
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %d | %d | %d | %.2f | %s | %.4f |\n", ev.Result.Name, money(ev.ServedUSD), money(ev.PenaltyUSD),
+			ev.Jobs, ev.Placed, ev.Traded, ev.Moved, ev.SLOMisses, ev.PlacedWorkPct, money(ev.PaidUSD), paid)
 	}
-	b.WriteString("\n`served_usd` is what the serving nodes cost at their own prices, the cost the LP bounds; `paid_usd` is what the jobs were charged: for a job the mesh traded, the trade's price, whose markup over the seller's cost moves money between regions of one operator and is not spend. `paid_vs_lp` is (paid + penalty) over the bound. A job placed late is charged as unserved until it started; it runs to its window's end.\n")
+	b.WriteString("\n`served_usd` is what the serving nodes cost at their own prices, the cost the LP bounds; `paid_usd` is what the jobs were charged: for a job the mesh traded, the trade's price, whose markup over the seller's cost moves money between regions of one operator and is not spend. `paid_vs_lp` is (paid + penalty) over the bound. A job placed late is charged as unserved until it started; it runs to its window's end. `moved` counts jobs served by more than one allocation (preempted, or their node lost, and placed again): each allocation is charged at its own region's price, and the time between them as unserved.\n")
 	b.WriteString("\n## Mean utilization per region\n\n| region | price $/h |")
 	for _, ev := range r.Evaluations {
 		fmt.Fprintf(&b, " %s |", ev.Result.Name)
