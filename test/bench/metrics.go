@@ -152,6 +152,34 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 		j, res := &jobs[i], &out.Jobs[i]
 		work := j.Tasks() / w.node.ComputePerHour
 		totalWork += work
+		var (
+			segs    []Segment
+			spans   [][2]time.Time
+			covered time.Duration
+			gaps    [][2]time.Time
+		)
+		if res.Placed {
+			var err error
+			if segs, err = servedSegments(w, name, j, res); err != nil {
+				return Evaluation{}, err
+			}
+			// A job serves its requests only within its window: each
+			// segment counts from the job's arrival at the earliest to its
+			// window's end at the latest (one placed late serves only what
+			// is left of its window; the mesh's client stops it then).
+			spans = make([][2]time.Time, len(segs))
+			for k, s := range segs {
+				from, to := maxTime(s.Start, j.At), minTime(s.End, j.End())
+				spans[k] = [2]time.Time{from, maxTime(from, to)}
+			}
+			covered, gaps = coverage(j.At, j.End(), spans)
+		}
+		if res.Placed && covered == 0 {
+			// Placed in the last instant of its window (the mesh's
+			// capacity frees as the window's jobs end): it served nothing,
+			// and counts as not placed.
+			res = &JobResult{Reason: "placed only as its window ended"}
+		}
 		if !res.Placed {
 			ev.PenaltyUSD += work * penalty
 			spread(ev.Timeline.CostUSD, j.At, j.End(), penalty*j.Demand.ComputePerHour/w.node.ComputePerHour)
@@ -169,29 +197,15 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 			ev.Unplaced[cat]++
 			continue
 		}
-		segs, err := servedSegments(w, name, j, res)
-		if err != nil {
-			return Evaluation{}, err
-		}
 		ev.Placed++
 		if len(res.Segments) > 1 {
 			ev.Moved++
 		}
-		// A job serves its requests only within its window: each segment
-		// counts from the job's arrival at the earliest to its window's
-		// end at the latest (one placed late serves only what is left of
-		// its window; the mesh's client stops it then). The part of the
-		// window no segment covers is unserved work, charged the penalty;
-		// where segments overlap (a move that started the new allocation
-		// before stopping the old) both held capacity and both are paid
-		// for, but the window is served once.
+		// The part of the window no segment covers is unserved work,
+		// charged the penalty; where segments overlap (a move that started
+		// the new allocation before stopping the old) both held capacity
+		// and both are paid for, but the window is served once.
 		share := j.Demand.ComputePerHour / w.node.ComputePerHour // of a node
-		spans := make([][2]time.Time, len(segs))
-		for k, s := range segs {
-			from, to := maxTime(s.Start, j.At), minTime(s.End, j.End())
-			spans[k] = [2]time.Time{from, maxTime(from, to)}
-		}
-		covered, gaps := coverage(j.At, j.End(), spans)
 		if late := j.Duration - covered; late > 0 {
 			ev.PenaltyUSD += late.Hours() * share * penalty
 			for _, g := range gaps {
@@ -224,13 +238,9 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 		if traded {
 			ev.Traded++
 			// Its requests and responses crossed regions for the share of
-			// its serving time spent away from its origin; a job that
-			// served no time at all is counted by where it was placed.
-			if served > 0 {
-				crossGB += j.WireGB * (float64(away) / float64(served))
-			} else if segs[len(segs)-1].Region != j.Origin {
-				crossGB += j.WireGB
-			}
+			// its serving time spent away from its origin (a placed job
+			// served some time: one that served none is not placed).
+			crossGB += j.WireGB * (float64(away) / float64(served))
 		}
 		if miss {
 			ev.SLOMisses++

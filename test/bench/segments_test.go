@@ -240,3 +240,20 @@ func TestMeshSegments(t *testing.T) {
 		t.Error("liveAlloc: pending and running are live, preempted and lost are not")
 	}
 }
+
+// TestEvaluateNoServiceIsNotPlaced: a job placed only as its window ended
+// (the mesh can commit a placement in the instant the window's capacity
+// frees) served nothing: it counts as not placed, with no latency sample.
+func TestEvaluateNoServiceIsNotPlaced(t *testing.T) {
+	w := segmentWorld(t)
+	jobs := indexed(job("a", "us-east-1", 0, 3600, 0, time.Hour), job("b", "us-east-1", 0, 1800, 0, time.Hour))
+	ev := evaluate(t, w, jobs,
+		JobResult{Placed: true, Region: "us-east-1", Start: t0.Add(time.Hour), CostPerHour: 4, PlacementLatency: time.Hour,
+			Segments: []Segment{seg("us-east-1", time.Hour, time.Hour, 4)}},
+		JobResult{Placed: true, Region: "us-east-1", Start: t0, CostPerHour: 2, PlacementLatency: time.Second})
+	if ev.Placed != 1 || ev.Result.PlacedPct != 50 || ev.Unplaced["placed only as its window ended"] != 1 {
+		t.Fatalf("placed %d (%v %%), unplaced %v; want the first job not placed", ev.Placed, ev.Result.PlacedPct, ev.Unplaced)
+	}
+	near(t, "penalty", ev.PenaltyUSD, 8)
+	near(t, "p99 latency", ev.Result.PlacementP99Ms, 1000)
+}
