@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"reflect"
@@ -701,7 +702,11 @@ func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
 		return Result{}, err
 	}
 	if len(c.Preempt) > 0 {
-		if err := tx.preempt(c, j, res); err != nil {
+		// Lower priorities yield, and room sold to another region at the
+		// same one: a region takes back the room it lent for its own work.
+		yields := func(a *Allocation, p int) bool { return p < j.Spec.Priority || p == j.Spec.Priority && a.Sold() }
+		msg := fmt.Sprintf("preempted by job %s (priority %d)", j.ID, j.Spec.Priority)
+		if err := tx.preempt(c.NodeID, c.Preempt, res, yields, j.ID, j.Spec.Priority, msg); err != nil {
 			return Result{}, err
 		}
 	}
@@ -721,31 +726,33 @@ func (tx *ledgerTx) placeJob(c PlaceJob) (Result, *CommandError) {
 	return Result{ID: a.ID, Epoch: epoch}, nil
 }
 
-// MaxPreempt bounds PlaceJob.Preempt: a placement that needs more
-// allocations stopped than this is not worth the disruption.
+// MaxPreempt bounds PlaceJob.Preempt and HoldEscrow.Preempt: a placement
+// that needs more allocations stopped than this is not worth the
+// disruption.
 const MaxPreempt = 8
 
-// preempt stops c.Preempt (see PlaceJob) to make room for res of job j on
-// c.NodeID, or fails having stopped none.
-func (tx *ledgerTx) preempt(c PlaceJob, j *Job, res placement.Resources) *CommandError {
-	if len(c.Preempt) > MaxPreempt {
-		return invalid("preempt", "%d allocations; at most %d may be preempted for one placement", len(c.Preempt), MaxPreempt)
+// preempt stops the allocations ids on nodeID (StopPreempted, with msg) to
+// make room for res, for a job (named job, of priority prio) they must
+// yield to, or fails having stopped none.
+func (tx *ledgerTx) preempt(nodeID string, ids []string, res placement.Resources, yields func(a *Allocation, p int) bool, job string, prio int, msg string) *CommandError {
+	if len(ids) > MaxPreempt {
+		return invalid("preempt", "%d allocations; at most %d may be preempted for one placement", len(ids), MaxPreempt)
 	}
-	n, ok := tx.node(c.NodeID)
+	n, ok := tx.node(nodeID)
 	if !ok {
-		return cmdErr(CodeNotFound, c.NodeID, "node %q is not registered", c.NodeID)
+		return cmdErr(CodeNotFound, nodeID, "node %q is not registered", nodeID)
 	}
 	if n.State != NodeReady {
 		return cmdErr(CodeNodeNotReady, n.ID, "node %q is %s", n.ID, n.State)
 	}
-	victims := make([]*Allocation, 0, len(c.Preempt))
+	victims := make([]*Allocation, 0, len(ids))
 	var freed placement.Resources
-	for i, id := range c.Preempt {
+	for i, id := range ids {
 		field := fmt.Sprintf("preempt[%d]", i)
 		if err := checkID(field, id); err != nil {
 			return err
 		}
-		if slices.Contains(c.Preempt[:i], id) {
+		if slices.Contains(ids[:i], id) {
 			return invalid(field, "allocation %q is named twice", id)
 		}
 		a, ok := tx.alloc(id)
@@ -759,8 +766,8 @@ func (tx *ledgerTx) preempt(c PlaceJob, j *Job, res placement.Resources) *Comman
 		case a.Kind == ItemLease || a.InLease != "":
 			return invalid(field, "allocation %q is a lease or drawn on one; a lease is preempted only with its terms", id)
 		}
-		if p := tx.allocPriority(a); p > j.Spec.Priority || p == j.Spec.Priority && !a.Sold() {
-			return invalid(field, "allocation %q runs a job of priority %d, not lower than job %q's %d (nor sold to another region at the same priority)", id, p, j.ID, j.Spec.Priority)
+		if p := tx.allocPriority(a); !yields(a, p) {
+			return invalid(field, "allocation %q runs a job of priority %d, which does not yield to job %q's %d", id, p, job, prio)
 		}
 		victims = append(victims, a)
 		freed = freed.Add(a.Resources)
@@ -769,7 +776,6 @@ func (tx *ledgerTx) preempt(c PlaceJob, j *Job, res placement.Resources) *Comman
 		return cmdErr(CodeOvercommit, n.ID, "node %q has %s free and preempting frees %s, %s asked",
 			n.ID, fmtRes(clampFree(n.Free())), fmtRes(freed), fmtRes(res))
 	}
-	msg := fmt.Sprintf("preempted by job %s (priority %d)", j.ID, j.Spec.Priority)
 	for _, a := range victims {
 		tx.stopAlloc(a, StopPreempted, msg, true)
 	}
@@ -982,6 +988,19 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 			return Result{ID: e.ID, Existing: true}, nil
 		}
 		return Result{}, cmdErr(CodeConflict, c.ItemID, "auction %q item %q already holds escrow %q with different terms", c.AuctionID, c.ItemID, ref.escrowID)
+	}
+	if len(c.Preempt) > 0 {
+		if c.ItemKind == ItemLease {
+			return Result{}, invalid("preempt", "a lease is not sold by preemption: it holds room whether used or not")
+		}
+		// Only lower priorities yield to another region's job: the room a
+		// region sold is taken back for its own work, never for a third
+		// region's.
+		yields := func(_ *Allocation, p int) bool { return p < c.Priority }
+		msg := fmt.Sprintf("preempted by region %s's job %s (priority %d)", c.BuyerRegion, cmp.Or(c.JobID, c.ItemID), c.Priority)
+		if err := tx.preempt(c.NodeID, c.Preempt, res, yields, cmp.Or(c.JobID, c.ItemID), c.Priority, msg); err != nil {
+			return Result{}, err
+		}
 	}
 	n, err := tx.readyNode(c.NodeID, res)
 	if err != nil {

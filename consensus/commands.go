@@ -258,6 +258,14 @@ type HoldEscrow struct {
 	Origin          string        `msgpack:"or,omitempty"`
 	LatencySLO      time.Duration `msgpack:"slo,omitempty"`
 	MaxPricePerHour float64       `msgpack:"mp,omitempty"`
+	// Preempt names live allocations on the node to stop first
+	// (StopPreempted) to make room for the hold: a seller makes room for a
+	// buyer's job no region had room for by moving work that can run
+	// elsewhere. Each must run a job of lower priority than Priority, and
+	// none may be a lease or drawn on one; a lease is never held so. All
+	// or nothing, as PlaceJob.Preempt. A repeated hold (same auction and
+	// item, same terms) succeeds without stopping anything again.
+	Preempt []string `msgpack:"pe,omitempty"`
 }
 
 // ReleaseEscrow gives an escrow's capacity back (the buyer chose another

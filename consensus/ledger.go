@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -168,6 +169,29 @@ func (l *Ledger) NodeAllocations(nodeID string) []Allocation {
 		return true
 	})
 	return out
+}
+
+// RunningJob returns the terms of the job live allocation a runs, for
+// deciding whether it may be preempted and where else it could run: the
+// region's own job as submitted, or for room sold to another region the
+// buyer's terms that came with the escrow (demand: the allocation's
+// resources). It reports false for a lease, a job drawn on one, or an own
+// job whose current allocation a is not.
+func (l *Ledger) RunningJob(a Allocation) (Job, bool) {
+	if !a.Live() || a.Kind == ItemLease || a.InLease != "" {
+		return Job{}, false
+	}
+	if a.Sold() {
+		return Job{ID: a.JobID, Spec: placement.Job{
+			ID: a.JobID, OriginRegion: cmp.Or(a.Origin, a.JobRegion), Demand: a.Resources,
+			LatencySLO: a.LatencySLO, MaxPricePerHour: a.MaxPricePerHour, Priority: a.Priority,
+		}}, true
+	}
+	j, ok := l.Job(a.JobID)
+	if !ok || j.AllocID != a.ID {
+		return Job{}, false
+	}
+	return j, true
 }
 
 // NodeEscrows returns the live escrows on a node.

@@ -101,3 +101,51 @@ func TestPreemptNeverLeases(t *testing.T) {
 	r.ok(prio("urgent", 50, 100))
 	r.fails(PlaceJob{JobID: "urgent", NodeID: "n1", Preempt: []string{lease.ID}}, ErrInvalid)
 }
+
+// TestHoldEscrowPreempts: a seller makes room for a buyer's job by
+// stopping its lower-priority work, all or nothing, and never for a lease.
+func TestHoldEscrowPreempts(t *testing.T) {
+	r := newRun(t)
+	r.ok(gpuNode("n1"))
+	r.ok(prio("batch", 50, 1))
+	r.ok(prio("peer", 40, 2))
+	batch := r.ok(PlaceJob{JobID: "batch", NodeID: "n1"})
+	peer := r.ok(PlaceJob{JobID: "peer", NodeID: "n1"})
+	hold := func(item string, prio int, preempt ...string) HoldEscrow {
+		return HoldEscrow{NodeID: "n1", Resources: res(50, 0, 0, 0), BuyerRegion: "us-east-1", AuctionID: "a1", ItemID: item,
+			Expiry: t0.Add(time.Minute), JobID: "remote-" + item, Priority: prio, Origin: "us-east-1", Preempt: preempt}
+	}
+	// n1: 90 of 100 used; the buyer's 50 needs a victim.
+	r.fails(hold("i1", 2), ErrOvercommit)
+	out := r.fails(hold("i1", 2, peer.ID), ErrInvalid) // same priority: a seller takes room back only for itself
+	if ce := out.Err.(*CommandError); ce.Subject != "preempt[0]" {
+		t.Fatalf("same-priority refusal names %q: %v", ce.Subject, out.Err)
+	}
+	r.fails(hold("i1", 1, batch.ID), ErrInvalid) // equal priority, not lower
+	lease := hold("l1", 2, batch.ID)
+	lease.ItemKind, lease.Duration = ItemLease, time.Hour
+	r.fails(lease, ErrInvalid)
+	r.fails(hold("i1", 2, batch.ID, "nope"), ErrNotFound) // all or nothing: batch still runs
+	if a, _ := r.l.Allocation(batch.ID); !a.Live() {
+		t.Fatalf("a refused hold stopped %+v", a)
+	}
+
+	e := r.at(time.Second).ok(hold("i1", 2, batch.ID))
+	if a, _ := r.l.Allocation(batch.ID); a.Live() || a.StopReason != StopPreempted || !strings.Contains(a.StopMessage, "us-east-1") {
+		t.Fatalf("victim = %+v, want preempted for the buyer", a)
+	}
+	if j := r.job("batch"); j.State != JobPending || j.AllocID != "" {
+		t.Fatalf("preempted own job = %+v, want pending", j)
+	}
+	if n := r.node("n1"); n.Used.ComputePerHour != 90 {
+		t.Fatalf("n1 used = %+v, want the peer's 40 and the hold's 50", n.Used)
+	}
+	// A repeated hold is the same hold; it stops nothing more.
+	again := r.ok(hold("i1", 2, batch.ID))
+	if again.ID != e.ID || !again.Existing {
+		t.Fatalf("repeated hold = %+v, want %s existing", again, e.ID)
+	}
+	if a, _ := r.l.Allocation(peer.ID); !a.Live() {
+		t.Fatalf("bystander stopped: %+v", a)
+	}
+}

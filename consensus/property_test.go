@@ -88,8 +88,15 @@ func (g *cmdGen) next() Command {
 	case 12:
 		return SetJobState{JobID: g.pick("j", 10), State: JobState(1 + g.r.IntN(7))}
 	case 13:
-		return HoldEscrow{NodeID: g.pick("n", 4), Resources: g.resources(1), BuyerRegion: region,
+		c := HoldEscrow{NodeID: g.pick("n", 4), Resources: g.resources(1), BuyerRegion: region,
 			AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), Expiry: g.expiry(), Priority: g.r.IntN(3)}
+		if g.r.IntN(3) == 0 && g.onNode != nil {
+			// A seller making room for the buyer (seller-side preemption).
+			if on := g.onNode(c.NodeID); len(on) > 0 {
+				c.Preempt = append(c.Preempt, on[g.r.IntN(len(on))])
+			}
+		}
+		return c
 	case 14:
 		return ReleaseEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3)}
 	case 15:
@@ -196,7 +203,7 @@ func TestLedgerProperties(t *testing.T) {
 		seeds = 10
 	}
 	rejected := map[Code]int{}
-	preemptions := 0
+	preemptions, holdPreemptions := 0, 0
 	for seed := range seeds {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			g := &cmdGen{r: rand.New(rand.NewPCG(uint64(seed), 7)), now: t0}
@@ -248,6 +255,8 @@ func TestLedgerProperties(t *testing.T) {
 						rejected[ce.Code]++
 					} else if p, ok := cmds[i].(PlaceJob); ok && len(p.Preempt) > 0 {
 						preemptions++
+					} else if h, ok := cmds[i].(HoldEscrow); ok && len(h.Preempt) > 0 && !ra.Results[i].Existing {
+						holdPreemptions++
 					}
 				}
 				step += n
@@ -272,9 +281,9 @@ func TestLedgerProperties(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("rejections by code: %v; %d placements by preemption", rejected, preemptions)
-	if preemptions == 0 && !testing.Short() {
-		t.Errorf("no placement preempted anything: the generator misses the path")
+	t.Logf("rejections by code: %v; %d placements and %d escrow holds by preemption", rejected, preemptions, holdPreemptions)
+	if (preemptions == 0 || holdPreemptions == 0) && !testing.Short() {
+		t.Errorf("%d placements and %d escrow holds preempted anything: the generator misses a path", preemptions, holdPreemptions)
 	}
 	// The generator must reach the rejections the invariants are about.
 	for _, c := range []Code{CodeOvercommit, CodeDoubleAllocation, CodeConflict, CodeStaleEpoch, CodeNotFound} {

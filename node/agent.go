@@ -85,6 +85,10 @@ type tradingDesk interface {
 	// place locally, and jobs another region serves clearly cheaper (with
 	// Spec.MaxPricePerHour lowered to what home would cost).
 	Trade(ctx context.Context, jobs []consensus.Job) error
+	// TradeUrgent is Trade for jobs no region has room for and home could
+	// not make room for: sellers within their SLO may make room by moving
+	// their lower-priority work.
+	TradeUrgent(ctx context.Context, jobs []consensus.Job) error
 	// CheaperElsewhere reports whether another region asks clearly less,
 	// by margin, for j than localPrice (US dollars per node-hour).
 	CheaperElsewhere(j consensus.Job, localPrice, margin float64) bool

@@ -148,6 +148,10 @@ type Tuning struct {
 	// allocations of lower priority that can move — the region's own jobs
 	// another region has room for, and other regions' jobs it runs — and
 	// take their room; their jobs are placed again (see node/preempt.go).
+	// If home cannot make room either, the job goes to the market asking
+	// sellers to make room the same way (market.TradeUrgent), and this
+	// region, as a seller, does so for other regions' such jobs. NoPreempt
+	// turns off both sides.
 	NoPreempt bool
 	// MaxAttempts is how many allocations of a job may fail before the job
 	// is failed for good (default 3).

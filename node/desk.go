@@ -23,7 +23,10 @@ func newDesk(a *Agent) (tradingDesk, error) {
 		Gossip:   a.gossip,
 		Host:     a.host,
 		Logger:   a.log,
-		Protocol: auction.Config{LeaseRoom: a.leaseRoom},
+		Protocol: auction.Config{LeaseRoom: a.leaseRoom, NoPreempt: a.cfg.Tuning.NoPreempt},
+		// The region's own jobs stopped to make room for a buyer are
+		// pending again: place them now rather than at the next pass.
+		OnPreempt: func() { poke(a.placePoke) },
 	})
 	if err != nil {
 		return nil, err

@@ -305,7 +305,7 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	for i, u := range plan.Unplaced {
 		unplaced[i] = byID[u.JobID]
 	}
-	preempted := a.preemptFor(ctx, unplaced, func(id string) bool {
+	preempted, urgent := a.preemptFor(ctx, unplaced, func(id string) bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		_, seen := a.tradedAt[id]
@@ -388,17 +388,37 @@ func (a *Agent) placePending(ctx context.Context, demand *demandLoop) {
 	})
 	if len(toTrade) > 0 {
 		slices.SortFunc(toTrade, func(x, y consensus.Job) int { return cmp.Compare(x.ID, y.ID) })
-		if err := a.desk.Trade(ctx, toTrade); err != nil && ctx.Err() == nil {
-			level := slog.LevelWarn
-			if errors.Is(err, auction.ErrNoSellers) {
-				// An ordinary outcome: no region has room within the
-				// jobs' SLO. The jobs wait, with the reason on them.
-				level = slog.LevelDebug
+		// Jobs that cannot go elsewhere and that home could not make room
+		// for: sellers may make room (TradeUrgent).
+		var plain, other []consensus.Job
+		for _, j := range toTrade {
+			if urgent[j.ID] {
+				other = append(other, j)
+			} else {
+				plain = append(plain, j)
 			}
-			a.log.Log(ctx, level, "market did not take the jobs", "jobs", len(toTrade), "err", err)
 		}
+		a.trade(ctx, plain, a.desk.Trade)
+		a.trade(ctx, other, a.desk.TradeUrgent)
 	}
 	a.releaseWaiters()
+}
+
+// trade offers jobs to the market with offer (the desk's Trade or
+// TradeUrgent), logging what the market refused.
+func (a *Agent) trade(ctx context.Context, jobs []consensus.Job, offer func(context.Context, []consensus.Job) error) {
+	if len(jobs) == 0 {
+		return
+	}
+	if err := offer(ctx, jobs); err != nil && ctx.Err() == nil {
+		level := slog.LevelWarn
+		if errors.Is(err, auction.ErrNoSellers) {
+			// An ordinary outcome: no region has room within the jobs'
+			// SLO. The jobs wait, with the reason on them.
+			level = slog.LevelDebug
+		}
+		a.log.Log(ctx, level, "market did not take the jobs", "jobs", len(jobs), "err", err)
+	}
 }
 
 // offloadFirst picks, of plan's placements, the jobs to offer to the

@@ -37,9 +37,16 @@ const maxCommandsPerProposal = 256
 type regionLedger struct {
 	srv    proposer
 	region string
+	// preempted, if set, is called after a hold stopped the region's
+	// running work to make room for a buyer (seller-side preemption), with
+	// the allocations stopped.
+	preempted func(allocIDs []string)
 }
 
-var _ auction.Ledger = (*regionLedger)(nil)
+var (
+	_ auction.Ledger      = (*regionLedger)(nil)
+	_ auction.RunningWork = (*regionLedger)(nil)
+)
 
 // step is one op's translation: the commands to commit, and how to turn
 // their results (and the ledger afterwards, for ops that read) into the
@@ -176,13 +183,20 @@ func (rl *regionLedger) translate(op auction.LedgerOp) step {
 			NodeID: e.Node, Resources: e.Resources, BuyerRegion: ref.Buyer, AuctionID: ref.Auction, ItemID: ref.Item,
 			Expiry: e.Expiry, ItemKind: itemKind(e.Kind), JobID: e.JobID, Duration: e.Duration, PricePerHour: e.Price,
 			Priority: e.Priority, Origin: e.Origin, LatencySLO: e.LatencySLO, MaxPricePerHour: e.MaxPrice,
+			Preempt: op.Preempt,
 		}
 		return step{cmds: []consensus.Command{cmd}, finish: func(res []consensus.Result, _ *consensus.Ledger) auction.OpResult {
 			err := res[0].Err
 			switch {
 			case err == nil:
+				if len(op.Preempt) > 0 && !res[0].Existing && rl.preempted != nil {
+					rl.preempted(op.Preempt)
+				}
 				return auction.OpResult{Status: auction.StatusHeld}
-			case errors.Is(err, consensus.ErrOvercommit), errors.Is(err, consensus.ErrNodeNotReady), errors.Is(err, consensus.ErrNotFound):
+			case errors.Is(err, consensus.ErrOvercommit), errors.Is(err, consensus.ErrNodeNotReady), errors.Is(err, consensus.ErrNotFound),
+				len(op.Preempt) > 0 && (errors.Is(err, consensus.ErrInvalidTransition) || errors.Is(err, consensus.ErrInvalid)):
+				// (With victims named, the room is gone when one of them
+				// stopped or no longer yields since the seller looked.)
 				return auction.OpResult{Err: fmt.Errorf("hold %s on %s: %w: %w", ref, e.Node, auction.ErrInsufficientCapacity, err)}
 			case errors.Is(err, consensus.ErrInvalid):
 				// Chiefly an expiry that is no longer after the commit time.
@@ -402,6 +416,33 @@ func (rl *regionLedger) Inventory(now time.Time) ([]placement.Node, error) {
 		}
 	}
 	return nodes, nil
+}
+
+// Preemptible implements auction.RunningWork: the live allocations on
+// ready nodes of jobs of priority below below, the region's own and those
+// it sold, with their jobs' terms (consensus.Ledger.RunningJob), from the
+// local replica.
+func (rl *regionLedger) Preemptible(below int) ([]auction.Movable, error) {
+	l := rl.srv.Ledger()
+	var out []auction.Movable
+	for _, n := range l.Nodes() {
+		if n.State != consensus.NodeReady {
+			continue
+		}
+		for _, al := range l.NodeAllocations(n.ID) {
+			j, ok := l.RunningJob(al)
+			if !ok || j.Spec.Priority >= below {
+				continue
+			}
+			spec := j.Spec
+			spec.Demand = al.Resources
+			if spec.OriginRegion == "" {
+				spec.OriginRegion = rl.region
+			}
+			out = append(out, auction.Movable{AllocID: al.ID, NodeID: al.NodeID, Job: spec})
+		}
+	}
+	return out, nil
 }
 
 // MarketSnapshot implements auction.Ledger: the open trades, held escrows

@@ -77,6 +77,13 @@ type Config struct {
 	// 10 s).
 	RequestTimeout time.Duration
 
+	// OnPreempt, if set, is called (from a market goroutine; it must not
+	// block) after the market stopped some of the region's running work
+	// to make room for another region's job (seller-side preemption,
+	// auction.Item.Preempt): the region's own stopped jobs are pending
+	// again, for the leader to place. Protocol.NoPreempt turns selling so
+	// off.
+	OnPreempt func()
 	// OnEvent, if set, receives every market event (auction.Event) from the
 	// market's goroutine: for metrics and progress lines. It must not block.
 	OnEvent func(auction.Event)
@@ -164,6 +171,9 @@ type Stats struct {
 	// OrphansCancelled counts trades cancelled because the job no longer
 	// ran under them (the client cancelled it).
 	OrphansCancelled uint64
+	// Preempted counts running allocations the region stopped to make
+	// room for other regions' jobs (TradeUrgent's sellers).
+	Preempted uint64
 }
 
 // Market is a region server's part in the cross-region market: it runs the
@@ -236,8 +246,22 @@ func New(cfg Config) (*Market, error) {
 		return nil, fmt.Errorf("market: %w", err)
 	}
 	m.drv = drv
+	m.led.preempted = m.onPreempted
 	m.events.init()
 	return m, nil
+}
+
+// onPreempted runs when a hold stopped this region's running work to make
+// room for a buyer: the buyers of stopped sold allocations hear of the end
+// at once (the duty loop reports it), and the leader places the region's
+// own stopped jobs again (OnPreempt). It must not block.
+func (m *Market) onPreempted(allocIDs []string) {
+	m.count(func(s *Stats) { s.Preempted += uint64(len(allocIDs)) })
+	m.log.Info("running work stopped to make room for a buyer", "allocations", allocIDs)
+	m.wakeDuty()
+	if m.cfg.OnPreempt != nil {
+		m.cfg.OnPreempt()
+	}
 }
 
 // Run serves the market protocols on the host, follows the region's Raft
@@ -459,6 +483,19 @@ func (m *Market) watchGossip(ctx context.Context) {
 // auction.ErrNoSellers when no region could serve any of the jobs (their
 // reasons are recorded).
 func (m *Market) Trade(ctx context.Context, jobs []consensus.Job) error {
+	return m.trade(ctx, jobs, false)
+}
+
+// TradeUrgent is Trade for jobs no region had room for, and that their home
+// could not make room for by preemption: every region within a job's SLO
+// and price limit is invited, room or not, and a seller may stop running
+// work of lower priority that can move elsewhere to make room
+// (auction.Item.Preempt).
+func (m *Market) TradeUrgent(ctx context.Context, jobs []consensus.Job) error {
+	return m.trade(ctx, jobs, true)
+}
+
+func (m *Market) trade(ctx context.Context, jobs []consensus.Job, urgent bool) error {
 	if _, leading := m.leadership(); !leading {
 		return auction.ErrNotLeader
 	}
@@ -526,7 +563,7 @@ func (m *Market) Trade(ctx context.Context, jobs []consensus.Job) error {
 			if spec.OriginRegion == "" {
 				spec.OriginRegion = m.cfg.Region
 			}
-			items = append(items, auction.Item{ID: j.ID, Kind: auction.ItemJob, Job: spec, Epoch: r.Epoch})
+			items = append(items, auction.Item{ID: j.ID, Kind: auction.ItemJob, Job: spec, Epoch: r.Epoch, Preempt: urgent})
 		}
 	}
 	var auctioned []auction.Item

@@ -590,90 +590,135 @@ func TestLocalReserve(t *testing.T) {
 	}
 }
 
+// preemptionWorld is three regions (us-east-1, eu-west-1, ap-northeast-1)
+// of one server (room 10) and one worker (room 1000) each, with the
+// market on and no local reserve (every job home can hold stays home, so
+// the only way to make room is preemption), once every leader knows every
+// other's leader, free capacity and distance.
+type preemptionWorld struct {
+	t       *testing.T
+	ctx     context.Context
+	c       *simcluster.Cluster
+	regions []string
+}
+
+func newPreemptionWorld(t *testing.T, seed int64) *preemptionWorld {
+	ctx := context.Background()
+	c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: seed,
+		Capacity: workersOf(1000, 10), Market: true, Tuning: node.Tuning{LocalReserve: -1}})
+	w := &preemptionWorld{t: t, ctx: ctx, c: c, regions: []string{"us-east-1", "eu-west-1", "ap-northeast-1"}}
+	waitFor(t, "regions hear of each other", 5*time.Minute, func() error {
+		for _, from := range w.regions {
+			g := w.agent(from).Gossip()
+			for _, to := range w.regions {
+				if to == from {
+					continue
+				}
+				if r, ok := g.Record(to + "-0"); !ok || r.Capacity.Market == nil || !r.Capacity.Market.Leader {
+					return fmt.Errorf("%s has not heard of %s's leader", from, to)
+				}
+				if r, ok := g.Record(to + "-1"); !ok || r.Capacity.Free.ComputePerHour < 1000 {
+					return fmt.Errorf("%s does not know %s's free capacity", from, to)
+				}
+				if d, ok := g.RegionRTT(from, to); !ok || d < 50*time.Millisecond {
+					return fmt.Errorf("RTT %s→%s estimated %v (%v)", from, to, d, ok)
+				}
+			}
+		}
+		return nil
+	})
+	return w
+}
+
+// agent is the region's server (and leader).
+func (w *preemptionWorld) agent(region string) *node.Agent {
+	a, _ := w.c.Agent(region + "-0")
+	return a
+}
+
+func (w *preemptionWorld) submit(a *node.Agent, spec api.JobSpec) {
+	w.t.Helper()
+	if _, _, err := a.SubmitJob(w.ctx, spec); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// placedIn waits until job id, asked of a, is placed in a region ok
+// accepts, and returns the region.
+func (w *preemptionWorld) placedIn(a *node.Agent, id string, ok func(region string) bool, what string) string {
+	w.t.Helper()
+	var region string
+	waitFor(w.t, id+" "+what, 2*time.Minute, func() error {
+		st, err := a.Job(w.ctx, id)
+		if err != nil {
+			w.t.Fatalf("job %s: %v", id, err)
+		}
+		switch st.State {
+		case api.JobPlaced, api.JobTraded, api.JobRunning:
+			if ok(st.Region) {
+				region = st.Region
+				return nil
+			}
+		}
+		return fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
+	})
+	return region
+}
+
+// preempted checks that job id's only allocation in region was preempted.
+func (w *preemptionWorld) preempted(a *node.Agent, id, region string) {
+	w.t.Helper()
+	allocs, err := a.Allocations(w.ctx, api.AllocationFilter{JobID: id, Region: region})
+	if err != nil || len(allocs) != 1 || allocs[0].State != api.AllocPreempted {
+		w.t.Fatalf("%s's allocations in %s: %+v %v; want one, preempted", id, region, allocs, err)
+	}
+}
+
+// notOvercommitted checks every node of every region.
+func (w *preemptionWorld) notOvercommitted() {
+	w.t.Helper()
+	for _, r := range w.regions {
+		nodes, err := w.agent(r).Nodes(w.ctx)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, n := range nodes {
+			if n.Free.ComputePerHour < 0 {
+				w.t.Errorf("node %s overcommitted: %+v", n.Name, n)
+			}
+		}
+	}
+}
+
+func batchJob(id, origin string, compute float64) api.JobSpec {
+	s := job(id, origin, compute, 30*time.Minute)
+	s.Priority = 1
+	return s
+}
+
+func interactiveJob(id, origin string, compute float64, slo time.Duration) api.JobSpec {
+	s := job(id, origin, compute, 30*time.Minute)
+	s.LatencySLOMs = int64(slo / time.Millisecond)
+	return s
+}
+
+func inRegion(want string) func(string) bool { return func(r string) bool { return r == want } }
+
 // TestPreemptionMovesWork: interactive work that only its own region can
 // serve takes the room of lower-priority work that can move — another
 // region's job the region sold room to, then one of its own — and the
 // moved jobs are served elsewhere.
 func TestPreemptionMovesWork(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
-		// No reserve: every job home can hold stays home, so the only way
-		// to make room is preemption.
-		c := startCluster(t, ctx, simcluster.Config{Topology: threeRegions(t), Servers: 1, Workers: 1, Seed: 13,
-			Capacity: workersOf(1000, 10), Market: true, Tuning: node.Tuning{LocalReserve: -1}})
-		defer closeCluster(t, c)
-		regions := []string{"us-east-1", "eu-west-1", "ap-northeast-1"}
-		agent := func(region string) *node.Agent { a, _ := c.Agent(region + "-0"); return a }
-		home := agent("us-east-1")
-		// Every leader must know every other's leader and free capacity,
-		// and coordinates must put the regions beyond the 5 ms SLO below.
-		waitFor(t, "regions hear of each other", 5*time.Minute, func() error {
-			for _, from := range regions {
-				g := agent(from).Gossip()
-				for _, to := range regions {
-					if to == from {
-						continue
-					}
-					if r, ok := g.Record(to + "-0"); !ok || r.Capacity.Market == nil || !r.Capacity.Market.Leader {
-						return fmt.Errorf("%s has not heard of %s's leader", from, to)
-					}
-					if r, ok := g.Record(to + "-1"); !ok || r.Capacity.Free.ComputePerHour < 1000 {
-						return fmt.Errorf("%s does not know %s's free capacity", from, to)
-					}
-					if d, ok := g.RegionRTT(from, to); !ok || d < 50*time.Millisecond {
-						return fmt.Errorf("RTT %s→%s estimated %v (%v)", from, to, d, ok)
-					}
-				}
-			}
-			return nil
-		})
-		status := func(id string, a *node.Agent) api.JobStatus {
-			st, err := a.Job(ctx, id)
-			if err != nil {
-				t.Fatalf("job %s: %v", id, err)
-			}
-			return st
-		}
-		placedIn := func(a *node.Agent, id string, ok func(region string) bool, what string) string {
-			t.Helper()
-			var region string
-			waitFor(t, id+" "+what, 2*time.Minute, func() error {
-				st := status(id, a)
-				switch st.State {
-				case api.JobPlaced, api.JobTraded, api.JobRunning:
-					if ok(st.Region) {
-						region = st.Region
-						return nil
-					}
-				}
-				return fmt.Errorf("state %s in %q (%s)", st.State, st.Region, st.Reason)
-			})
-			return region
-		}
-		submit := func(a *node.Agent, spec api.JobSpec) {
-			t.Helper()
-			if _, _, err := a.SubmitJob(ctx, spec); err != nil {
-				t.Fatal(err)
-			}
-		}
-		batch := func(id string, compute float64) api.JobSpec {
-			s := job(id, "us-east-1", compute, 30*time.Minute)
-			s.Priority = 1
-			return s
-		}
-		interactive := func(id, origin string, compute float64) api.JobSpec {
-			s := job(id, origin, compute, 30*time.Minute)
-			s.LatencySLOMs = 5
-			return s
-		}
-		is := func(want string) func(string) bool { return func(r string) bool { return r == want } }
-
-		submit(home, batch("fill-1", 300))
-		placedIn(home, "fill-1", is("us-east-1"), "placed at home")
-		submit(home, batch("batch-1", 800))
-		first := placedIn(home, "batch-1", func(r string) bool { return r != "" && r != "us-east-1" }, "traded abroad")
+		w := newPreemptionWorld(t, 13)
+		defer closeCluster(t, w.c)
+		home := w.agent("us-east-1")
+		w.submit(home, batchJob("fill-1", "us-east-1", 300))
+		w.placedIn(home, "fill-1", inRegion("us-east-1"), "placed at home")
+		w.submit(home, batchJob("batch-1", "us-east-1", 800))
+		first := w.placedIn(home, "batch-1", func(r string) bool { return r != "" && r != "us-east-1" }, "traded abroad")
 		var third string
-		for _, r := range regions[1:] {
+		for _, r := range w.regions[1:] {
 			if r != first {
 				third = r
 			}
@@ -681,14 +726,11 @@ func TestPreemptionMovesWork(t *testing.T) {
 
 		// The seller's own interactive job takes batch-1's room; batch-1
 		// goes to the third region.
-		seller := agent(first)
-		submit(seller, interactive("inter-seller", first, 600))
-		placedIn(seller, "inter-seller", is(first), "placed in its region by preemption")
-		placedIn(home, "batch-1", is(third), "moved to the third region")
-		allocs, err := seller.Allocations(ctx, api.AllocationFilter{JobID: "batch-1", Region: first})
-		if err != nil || len(allocs) != 1 || allocs[0].State != api.AllocPreempted {
-			t.Fatalf("batch-1's allocations in %s: %+v %v; want one, preempted", first, allocs, err)
-		}
+		seller := w.agent(first)
+		w.submit(seller, interactiveJob("inter-seller", first, 600, 5*time.Millisecond))
+		w.placedIn(seller, "inter-seller", inRegion(first), "placed in its region by preemption")
+		w.placedIn(home, "batch-1", inRegion(third), "moved to the third region")
+		w.preempted(seller, "batch-1", first)
 
 		// Home's own interactive job takes fill-1's room once gossip says
 		// fill-1 has somewhere to go (the seller has 400 free).
@@ -698,20 +740,52 @@ func TestPreemptionMovesWork(t *testing.T) {
 			}
 			return nil
 		})
-		submit(home, interactive("inter-home", "us-east-1", 800))
-		placedIn(home, "inter-home", is("us-east-1"), "placed at home by preemption")
-		placedIn(home, "fill-1", is(first), "moved abroad")
-		// Nothing runs twice and nothing is overcommitted.
-		for _, r := range regions {
-			nodes, err := agent(r).Nodes(ctx)
-			if err != nil {
-				t.Fatal(err)
+		w.submit(home, interactiveJob("inter-home", "us-east-1", 800, 5*time.Millisecond))
+		w.placedIn(home, "inter-home", inRegion("us-east-1"), "placed at home by preemption")
+		w.placedIn(home, "fill-1", inRegion(first), "moved abroad")
+		w.notOvercommitted()
+	})
+}
+
+// TestSellerMakesRoom: an interactive job whose home is full of work of
+// its own priority, and whose only other region within its SLO is full of
+// that region's batch work, is sold room the seller makes by moving its
+// batch job to a third region (seller-side preemption).
+func TestSellerMakesRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newPreemptionWorld(t, 17)
+		defer closeCluster(t, w.c)
+		home, seller := w.agent("us-east-1"), w.agent("eu-west-1")
+		// us-east-1 ↔ eu-west-1 is about 70 ms; ap-northeast-1 is over
+		// 140 ms from both.
+		const slo = 110 * time.Millisecond
+		w.submit(home, interactiveJob("home-fill", "us-east-1", 800, slo))
+		w.placedIn(home, "home-fill", inRegion("us-east-1"), "placed at home")
+		w.submit(seller, batchJob("eu-batch", "eu-west-1", 800))
+		w.placedIn(seller, "eu-batch", inRegion("eu-west-1"), "placed at home")
+		waitFor(t, "home hears that eu-west-1 is full and where the regions are", 5*time.Minute, func() error {
+			if r, ok := home.Gossip().Record("eu-west-1-1"); !ok || r.Capacity.Free.ComputePerHour > 300 {
+				return fmt.Errorf("eu-west-1's use not known yet")
 			}
-			for _, n := range nodes {
-				if n.Free.ComputePerHour < 0 {
-					t.Errorf("node %s overcommitted: %+v", n.Name, n)
-				}
+			// Coordinates converge over the first minutes; until then the
+			// far region may look within the SLO.
+			g := home.Gossip()
+			if d, ok := g.RegionRTT("us-east-1", "eu-west-1"); !ok || d > slo {
+				return fmt.Errorf("RTT to eu-west-1 estimated %v", d)
 			}
+			if d, ok := g.RegionRTT("us-east-1", "ap-northeast-1"); !ok || d < slo {
+				return fmt.Errorf("RTT to ap-northeast-1 estimated %v", d)
+			}
+			return nil
+		})
+
+		w.submit(home, interactiveJob("urgent", "us-east-1", 600, slo))
+		w.placedIn(home, "urgent", inRegion("eu-west-1"), "sold room eu-west-1 made")
+		w.placedIn(seller, "eu-batch", inRegion("ap-northeast-1"), "moved to the third region")
+		w.preempted(seller, "eu-batch", "eu-west-1")
+		if st, err := home.Job(w.ctx, "home-fill"); err != nil || st.Region != "us-east-1" {
+			t.Errorf("home-fill = %+v %v; home's own work of the same priority must stay", st, err)
 		}
+		w.notOvercommitted()
 	})
 }

@@ -277,6 +277,46 @@ func (d *Driver) ServableElsewhere(items []Item) []bool {
 	return out
 }
 
+// movable is the running work the seller may stop for items that ask for
+// preemption: allocations of lower priority than the most important such
+// item (the ledger's RunningWork) whose work gossip shows another region
+// could serve now. Nil when no item asks, the market does not preempt, or
+// the ledger cannot tell.
+func (d *Driver) movable(items []Item) []Movable {
+	rw, ok := d.cfg.Ledger.(RunningWork)
+	if !ok || d.m.cfg.NoPreempt {
+		return nil
+	}
+	top, asked := 0, false
+	for _, it := range items {
+		if it.Preempt && it.Kind == ItemJob {
+			top, asked = max(top, it.Job.Priority), true
+		}
+	}
+	if !asked {
+		return nil
+	}
+	run, err := rw.Preemptible(top)
+	if err != nil {
+		d.log.Warn("running work unavailable; not preempting", "err", err)
+		return nil
+	}
+	if len(run) == 0 {
+		return nil
+	}
+	work := make([]Item, len(run))
+	for i, r := range run {
+		work[i] = Item{ID: r.AllocID, Kind: ItemJob, Job: r.Job}
+	}
+	var out []Movable
+	for i, ok := range d.ServableElsewhere(work) {
+		if ok {
+			out = append(out, run[i])
+		}
+	}
+	return out
+}
+
 // rttTable asks the Directory for the RTT from every item's origin (or the
 // home region) to every region.
 func (d *Driver) rttTable(items []Item, regions []RegionInfo) RTTTable {
@@ -403,6 +443,7 @@ func (d *Driver) receive(env *Envelope, ch chan *Envelope) {
 			return
 		}
 		in.Inventory = inv
+		in.Movable = d.movable(env.CallForBids.Items)
 	}
 	if err := d.m.Receive(now, in); err != nil {
 		d.log.Info("market request refused", "from_region", env.From, "kind", env.Kind, "auction", env.Auction, "err", err)

@@ -32,6 +32,31 @@ type Ledger interface {
 	MarketSnapshot() (MarketSnapshot, error)
 }
 
+// RunningWork is implemented by a Ledger whose region makes room for
+// buyers by moving its running work elsewhere (seller-side preemption,
+// Item.Preempt). The Driver asks it only for calls with such items and
+// keeps, of what it returns, the work gossip shows another region could
+// serve.
+type RunningWork interface {
+	// Preemptible returns the region's live allocations of jobs of
+	// priority below below that a hold may preempt (not leases nor drawn
+	// on one), with their jobs' terms, from the local replica's applied
+	// state. Called from the Driver's loop goroutine: it must not wait on
+	// the network.
+	Preemptible(below int) ([]Movable, error)
+}
+
+// Movable is running work a seller may stop to make room for an item that
+// asks for preemption.
+type Movable struct {
+	// AllocID and NodeID name the allocation and the node it runs on.
+	AllocID, NodeID string
+	// Job is its job's terms: Demand is what the allocation holds, and
+	// OriginRegion, LatencySLO, MaxPricePerHour and Priority say where
+	// else it may run and what it yields to.
+	Job placement.Job
+}
+
 // Transport carries market requests to other regions' leaders.
 type Transport interface {
 	// Request sends env to the peer and, when env.Kind.ExpectsReply(),

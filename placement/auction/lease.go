@@ -338,7 +338,9 @@ func canServe(home string, it Item, r RegionInfo, rtt RTTTable, now time.Time) (
 	if ask != nil && !now.Before(ask.Expires) {
 		ask = nil
 	}
-	if !it.Job.Demand.FitsIn(room) {
+	if !it.Preempt && !it.Job.Demand.FitsIn(room) {
+		// (An item that asks for preemption may be served in room the
+		// seller makes: its free room does not decide.)
 		return 0, nil, false
 	}
 	if ask != nil && it.Job.MaxPricePerHour > 0 && ask.Floor() > it.Job.MaxPricePerHour {

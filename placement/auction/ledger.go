@@ -111,6 +111,12 @@ type LedgerOp struct {
 	Job *placement.Job `msgpack:"j,omitempty"`
 	// Reason says why (OpReleaseEscrow, OpSetTradeState), for the record.
 	Reason string `msgpack:"r,omitempty"`
+	// Preempt names the seller's running allocations (Movable.AllocID) to
+	// stop before the hold (OpHoldEscrow), all or nothing: the ledger
+	// refuses the hold, stopping none, unless each still runs work of
+	// lower priority than the escrow's job on its node and together they
+	// free enough.
+	Preempt []string `msgpack:"pe,omitempty"`
 }
 
 // OpResult is the outcome of one committed LedgerOp.

@@ -18,6 +18,9 @@ type Config struct {
 	Score *placement.ScoreConfig
 	// Price sets the seller's asking prices (default DefaultPricing).
 	Price PriceFunc
+	// NoPreempt stops the seller from making room by preemption: items
+	// that ask for it (Item.Preempt) are quoted on free room only.
+	NoPreempt bool
 	// LeaseRoom, when set, is the compute (tasks/hour) the region may still
 	// sell as leases at now: what its own forecast demand leaves (see
 	// node's leaseRoom). A lease is held for its buyer whether it is used
@@ -133,6 +136,11 @@ type Inbound struct {
 	// (Free net of allocations and committed escrows). Required for a
 	// CallForBids, ignored otherwise.
 	Inventory []placement.Node
+	// Movable is the running work the seller may stop to make room for
+	// items that ask for preemption (Item.Preempt): allocations of lower
+	// priority than those items whose work gossip shows another region
+	// could serve. Only read for a CallForBids with such items.
+	Movable []Movable
 }
 
 // Outbound is a request the Market wants sent.

@@ -42,6 +42,9 @@ type Quote struct {
 	Node placement.Node
 	// Price is the asking price, US dollars per node-hour.
 	Price float64
+	// Preempt names the running allocations on Node to stop to make room
+	// (QuotePreempting); empty for a quote on free room.
+	Preempt []string
 }
 
 // QuoteItems decides, in item order, which node of the seller's region would
@@ -87,18 +90,9 @@ func QuoteItems(items []Item, nodes []placement.Node, reserved map[string]placem
 				continue
 			}
 			fits = true
-			p := price(n, u)
-			if !(p > 0) || math.IsInf(p, 0) {
+			p, ok := askFor(it, n, u, price)
+			if !ok {
 				continue
-			}
-			if limit := it.Job.MaxPricePerHour; limit > 0 && p > limit {
-				if n.PricePerHour > limit {
-					continue
-				}
-				// The ask is what the seller opens with, its cost what it
-				// must recover: for a buyer whose limit lies between, it
-				// sells at the limit rather than leave the node idle.
-				p = limit
 			}
 			underMax = true
 			eff := n.Total.ComputePerHour * d.ComputePerHour / p
@@ -120,6 +114,98 @@ func QuoteItems(items []Item, nodes []placement.Node, reserved map[string]placem
 		}
 	}
 	return quotes, declines
+}
+
+// askFor is the seller's ask for item it on node n at utilization u, or
+// false when the node cannot sell within the item's price limit.
+func askFor(it Item, n placement.Node, u float64, price PriceFunc) (float64, bool) {
+	p := price(n, u)
+	if !(p > 0) || math.IsInf(p, 0) {
+		return 0, false
+	}
+	if limit := it.Job.MaxPricePerHour; limit > 0 && p > limit {
+		if n.PricePerHour > limit {
+			return 0, false
+		}
+		// The ask is what the seller opens with, its cost what it must
+		// recover: for a buyer whose limit lies between, it sells at the
+		// limit rather than leave the node idle.
+		p = limit
+	}
+	return p, true
+}
+
+// MaxPreempt bounds the allocations a seller stops for one item, as the
+// region ledger does (consensus.MaxPreempt).
+const MaxPreempt = 8
+
+// QuotePreempting quotes items that ask for preemption (Item.Preempt) on
+// room the seller makes by stopping movable work of lower priority
+// (placement.PlanPreemptions: the node whose victims matter least, at most
+// MaxPreempt per item, each victim stopped for one item only). nodes' Free
+// must already be net of reservations and of the quotes made on free
+// room; movable is the work that may be stopped. The price is the node's
+// ask at the region's utilization, within the item's limit as QuoteItems
+// sells. Items without Preempt, leases and items no node can take so are
+// left out. Deterministic.
+func QuotePreempting(items []Item, nodes []placement.Node, movable []Movable, price PriceFunc) []Quote {
+	if price == nil {
+		price = DefaultPricing
+	}
+	var want []placement.Job
+	byID := map[string]Item{}
+	for _, it := range items {
+		if it.Preempt && it.Kind == ItemJob {
+			j := it.Job
+			j.ID = it.ID // items are unique by ID within a call; jobs need not be
+			want = append(want, j)
+			byID[it.ID] = it
+		}
+	}
+	if len(want) == 0 || len(movable) == 0 {
+		return nil
+	}
+	running := make([]placement.Preemptible, len(movable))
+	for i, m := range movable {
+		running[i] = placement.Preemptible{AllocID: m.AllocID, NodeID: m.NodeID, Priority: m.Job.Priority, Resources: m.Job.Demand}
+	}
+	u := Utilization(nodes)
+	valid := make([]placement.Node, 0, len(nodes))
+	for _, n := range nodes {
+		if n.Validate() == nil {
+			valid = append(valid, n)
+		}
+	}
+	plan := placement.PlanPreemptions(want, valid, running, MaxPreempt, func(j placement.Job, n placement.Node) bool {
+		if j.GPUType != "" && n.GPUType != j.GPUType {
+			return false
+		}
+		_, ok := askFor(byID[j.ID], n, u, price)
+		return ok
+	})
+	nodeByID := make(map[string]placement.Node, len(valid))
+	for _, n := range valid {
+		nodeByID[n.ID] = n
+	}
+	quotes := make([]Quote, 0, len(plan))
+	held := make(map[string]placement.Resources, len(movable))
+	for _, m := range movable {
+		held[m.AllocID] = m.Job.Demand
+	}
+	for _, p := range plan {
+		it, n := byID[p.Job.ID], nodeByID[p.NodeID]
+		ask, _ := askFor(it, n, u, price)
+		for _, v := range p.Victims {
+			n.Free = n.Free.Add(held[v]) // the room made: C in the buyer's score
+		}
+		quotes = append(quotes, Quote{Item: it, Node: n, Price: ask, Preempt: p.Victims})
+	}
+	// In the items' order, as QuoteItems quotes.
+	slices.SortStableFunc(quotes, func(a, b Quote) int {
+		return cmp.Compare(slices.IndexFunc(items, func(it Item) bool { return it.ID == a.Item.ID }),
+			slices.IndexFunc(items, func(it Item) bool { return it.ID == b.Item.ID }))
+	})
+	return quotes
 }
 
 // quoteTieBreak reports whether a node with free compute free, asking

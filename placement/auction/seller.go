@@ -90,6 +90,9 @@ func (m *Market) onCallForBids(now time.Time, in Inbound) {
 	items, declines := m.leaseGuard(now, cfb.Items)
 	quotes, more := QuoteItems(items, in.Inventory, reserved, m.cfg.Price)
 	declines = append(declines, more...)
+	if !m.cfg.NoPreempt && len(in.Movable) > 0 && len(more) > 0 {
+		quotes, declines = m.quotePreempting(items, in, reserved, quotes, declines)
+	}
 	if len(quotes) == 0 {
 		m.releaseEscrows(now, freed, "released by the buyer")
 		answer(now, noBid("no item can be served", declines), cfb.Deadline.Add(m.cfg.LateBidGrace))
@@ -112,7 +115,7 @@ func (m *Market) onCallForBids(now time.Time, in Inbound) {
 			Priority: q.Item.Job.Priority, Origin: q.Item.Job.OriginRegion, LatencySLO: q.Item.Job.LatencySLO,
 			MaxPrice: q.Item.Job.MaxPricePerHour,
 		}
-		holds[i] = LedgerOp{Kind: OpHoldEscrow, Now: now, Trade: recs[i].Trade, Escrow: &recs[i]}
+		holds[i] = LedgerOp{Kind: OpHoldEscrow, Now: now, Trade: recs[i].Trade, Escrow: &recs[i], Preempt: q.Preempt}
 		m.escrows[recs[i].Trade] = &escrow{rec: recs[i], state: escrowHolding}
 	}
 	nodes := make(map[TradeRef]placement.Node, len(quotes))
@@ -168,6 +171,47 @@ func (m *Market) onCallForBids(now time.Time, in Inbound) {
 		r.Bid = bid
 		answer(now, r, expiry)
 	})
+}
+
+// quotePreempting adds to quotes those of the declined items that ask for
+// preemption and that the seller can make room for by stopping movable
+// work (QuotePreempting), on the room the quotes and reservations leave.
+func (m *Market) quotePreempting(items []Item, in Inbound, reserved map[string]placement.Resources, quotes []Quote, declines []Decline) ([]Quote, []Decline) {
+	declined := make(map[string]bool, len(declines))
+	for _, d := range declines {
+		declined[d.Item] = true
+	}
+	var ask []Item
+	for _, it := range items {
+		if it.Preempt && declined[it.ID] {
+			ask = append(ask, it)
+		}
+	}
+	if len(ask) == 0 {
+		return quotes, declines
+	}
+	taken := make(map[string]placement.Resources, len(reserved))
+	for id, r := range reserved {
+		taken[id] = r
+	}
+	for _, q := range quotes {
+		taken[q.Node.ID] = taken[q.Node.ID].Add(q.Item.Job.Demand)
+	}
+	nodes := make([]placement.Node, len(in.Inventory))
+	for i, n := range in.Inventory {
+		n.Free = n.Free.Sub(taken[n.ID])
+		nodes[i] = n
+	}
+	more := QuotePreempting(ask, nodes, in.Movable, m.cfg.Price)
+	if len(more) == 0 {
+		return quotes, declines
+	}
+	quoted := make(map[string]bool, len(more))
+	for _, q := range more {
+		quoted[q.Item.ID] = true
+	}
+	declines = slices.DeleteFunc(declines, func(d Decline) bool { return quoted[d.Item] })
+	return append(quotes, more...), declines
 }
 
 func (m *Market) escrowEvent(now time.Time, kind EventKind, rec EscrowRecord, reason string) Event {

@@ -49,6 +49,14 @@ type Item struct {
 	// current one; after a partition, allocations for older epochs are
 	// cancelled.
 	Epoch uint64 `msgpack:"e"`
+	// Preempt says that no region had room for the job and its home could
+	// not make room: a seller may stop running work of lower priority
+	// that can move elsewhere to make room for it (seller-side
+	// preemption, QuotePreempting). Buyers invite every region within the
+	// job's SLO and price limit for such an item, room or not. Sellers
+	// that do not preempt (Config.NoPreempt, or an older version) ignore
+	// it. Never set on a lease.
+	Preempt bool `msgpack:"pe,omitempty"`
 }
 
 // Validate checks the item; errors name the field, prefixed with prefix.
@@ -67,6 +75,9 @@ func (it Item) Validate(prefix string) error {
 	}
 	if it.Kind == ItemLease && it.Job.Duration <= 0 {
 		return fieldErr(prefix+"job.duration", "a lease needs a positive duration")
+	}
+	if it.Kind == ItemLease && it.Preempt {
+		return fieldErr(prefix+"preempt", "a lease is never sold by preemption: it holds room whether used or not")
 	}
 	return nil
 }

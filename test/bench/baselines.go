@@ -139,6 +139,12 @@ type baseline struct {
 	// does not take back room lent to other regions' jobs of the same
 	// priority, as the mesh does.
 	lowerOnly bool
+	// sellers adds preemption by sellers: a job its origin region could
+	// not make room for takes, in another region it may be served from
+	// (nearest first), the room of a running job of lower priority that
+	// fits now elsewhere (the mesh's market.TradeUrgent with exact
+	// knowledge).
+	sellers bool
 }
 
 // Name implements Scheduler.
@@ -223,8 +229,19 @@ func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, erro
 			}
 		}
 		if !out.Jobs[i].Placed && b.preempt {
-			if err := b.preemptFor(w, i, jobs, nodes, span[j.Origin], onNode, free, rank, place, unplace); err != nil {
+			if err := b.preemptFor(w, i, jobs, nodes, span[j.Origin], b.lowerOnly, onNode, free, rank, place, unplace); err != nil {
 				return Outcome{}, err
+			}
+			for _, r := range b.order(w, j, free) {
+				if !b.sellers || out.Jobs[i].Placed {
+					break
+				}
+				if r == j.Origin || !w.feasible(j, r) {
+					continue
+				}
+				if err := b.preemptFor(w, i, jobs, nodes, span[r], true, onNode, free, rank, place, unplace); err != nil {
+					return Outcome{}, err
+				}
 			}
 		}
 		if out.Jobs[i].Placed {
@@ -244,15 +261,16 @@ func (b *baseline) Run(ctx context.Context, w *World, jobs []Job) (Outcome, erro
 	return out, nil
 }
 
-// preemptFor places job i on a node of its origin region (span) by moving
-// the least important single running job that yields to it (lower
-// priority, or another region's at the same priority), frees enough there
-// and fits now on a node of another region it may be served from (the
-// mesh's rule, node/preempt.go, with exact knowledge).
-func (b *baseline) preemptFor(w *World, i int, jobs []Job, nodes []placement.Node, span [2]int, onNode [][]int, free map[string]float64,
+// preemptFor places job i on a node of the region whose nodes span names
+// by moving the least important single running job that yields to it
+// (lower priority, or unless lowerOnly another region's at the same
+// priority), frees enough there and fits now on a node of another region
+// it may be served from (the mesh's rule, node/preempt.go, with exact
+// knowledge).
+func (b *baseline) preemptFor(w *World, i int, jobs []Job, nodes []placement.Node, span [2]int, lowerOnly bool, onNode [][]int, free map[string]float64,
 	rank func(j *Job, r string, skip int) (int, error), place func(i, k int, at time.Time), unplace func(i int)) error {
 	j := &jobs[i]
-	if !w.feasible(j, j.Origin) {
+	if span[1] <= span[0] || !w.feasible(j, nodes[span[0]].Region) {
 		return nil
 	}
 	for k := span[0]; k < span[1]; k++ {
@@ -264,7 +282,7 @@ func (b *baseline) preemptFor(w *World, i int, jobs []Job, nodes []placement.Nod
 			vj := &jobs[v]
 			// Lower priority, or room lent to another region's job at the
 			// same priority (preemptible.yields in node/preempt.go).
-			yields := vj.Priority < j.Priority || !b.lowerOnly && vj.Priority == j.Priority && vj.Origin != nodes[k].Region
+			yields := vj.Priority < j.Priority || !lowerOnly && vj.Priority == j.Priority && vj.Origin != nodes[k].Region
 			if !yields || !j.Demand.FitsIn(nodes[k].Free.Add(vj.Demand)) {
 				continue
 			}

@@ -353,16 +353,31 @@ func (m *meridian) submit(ctx context.Context, agents []*node.Agent, first int, 
 	rec.err = "still pending when its window ended: " + reason
 }
 
-// stopAtWindowEnd cancels a job placed late enough to run past its
-// window's end (deadline): its requests end with the window, so the client
-// stops it then, as the baselines' jobs end, rather than let it hold
-// capacity the next window's jobs need. The time it did not run is
-// charged as unserved (Evaluate).
+// stopAtWindowEnd stops job j at its window's end (deadline) if it would
+// run past it: its requests end with the window, so the client stops it
+// then, as the baselines' jobs end, rather than let it hold capacity the
+// next window's jobs need. The time it did not run is charged as unserved
+// (Evaluate). A job placed on arrival ends with its window by itself
+// unless the mesh moved it (preemption, a lost node): placed again, its new
+// allocation runs the job's whole duration from there. So the client looks
+// once, a second after the window's end (the tolerance of a placement's
+// latency), and stops it if it still runs; one placed late is stopped at
+// the end itself.
 func (m *meridian) stopAtWindowEnd(j *Job, deadline time.Time, call func(func(context.Context, *node.Agent) error) error, rec *jobRecord) {
 	if !rec.placedAt.Add(j.Duration).After(deadline.Add(time.Second)) {
-		return // it ends with its window, give or take a second
+		time.Sleep(time.Until(deadline.Add(time.Second)))
+		var st api.JobStatus
+		err := call(func(ctx context.Context, a *node.Agent) error {
+			var err error
+			st, err = a.Job(ctx, j.ID)
+			return err
+		})
+		if err != nil || st.State.Terminal() {
+			return
+		}
+	} else {
+		time.Sleep(time.Until(deadline))
 	}
-	time.Sleep(time.Until(deadline))
 	_ = call(func(ctx context.Context, a *node.Agent) error {
 		_, err := a.CancelJob(ctx, j.ID)
 		return err

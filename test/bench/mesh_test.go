@@ -72,4 +72,10 @@ func TestWorldMesh(t *testing.T) {
 	if mesh.Result.SLOPct != 100 {
 		t.Errorf("the mesh served %.2f%% of its placed jobs within their SLO and price cap; want all", mesh.Result.SLOPct)
 	}
+	// The client stops every job at its window's end, moved or not.
+	for _, ev := range []Evaluation{alone, mesh} {
+		if ev.OverrunNodeHours > 0.01 {
+			t.Errorf("%s held %.3f node-hours past its jobs' windows (%d moved)", ev.Result.Name, ev.OverrunNodeHours, ev.Moved)
+		}
+	}
 }

@@ -69,6 +69,12 @@ type Evaluation struct {
 	// again. Each allocation is charged at its own region's price, and the
 	// gaps between them as unserved work.
 	Moved int `json:"moved"`
+	// OverrunNodeHours is capacity held past the jobs' windows (beyond a
+	// second of tolerance): allocations still running after their job's
+	// requests ended. It is charged nothing, but holds room the next
+	// window's jobs need, so it should be zero: the baselines end every job
+	// with its window, and the mesh's client stops its jobs then.
+	OverrunNodeHours float64 `json:"overrun_node_hours"`
 	// SLOMisses counts placed jobs served outside their SLO or price limit.
 	SLOMisses int `json:"slo_misses"`
 	// PlacedWorkPct is the share of the work (node-hours) placed.
@@ -200,6 +206,11 @@ func Evaluate(w *World, jobs []Job, name string, out Outcome) (Evaluation, error
 		ev.Placed++
 		if len(res.Segments) > 1 {
 			ev.Moved++
+		}
+		for _, sg := range segs {
+			if over := sg.End.Sub(maxTime(sg.Start, j.End())); over > time.Second {
+				ev.OverrunNodeHours += over.Hours() * j.Demand.ComputePerHour / w.node.ComputePerHour
+			}
 		}
 		// The part of the window no segment covers is unserved work,
 		// charged the penalty; where segments overlap (a move that started

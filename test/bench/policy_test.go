@@ -88,10 +88,13 @@ func TestPlacementPolicies(t *testing.T) {
 	policies = append(policies, policy("reserve 0.5, spread", placement.PackSpread, reserveOrder(0.5)))
 	lower := policy("reserve 0.5, bin packing, preemption of lower priorities only", placement.PackBinpack, reserveOrder(0.5))
 	lower.lowerOnly = true
+	sellers := policy("reserve 0.5, bin packing, preemption at home and by sellers", placement.PackBinpack, reserveOrder(0.5))
+	sellers.sellers = true
 	for _, p := range []*baseline{
 		policy("nearest-first, bin packing, preemption", placement.PackBinpack, nearestOrder),
 		lower,
 		policy("reserve 0.5, bin packing, preemption", placement.PackBinpack, reserveOrder(0.5)),
+		sellers,
 	} {
 		p.preempt = true
 		policies = append(policies, p)
@@ -118,6 +121,10 @@ func TestPlacementPolicies(t *testing.T) {
 		t.Errorf("the reserve costs %v, nearest-first %v", cost["reserve 0.5, bin packing"], cost["nearest-first, bin packing"])
 	}
 	if !(cost["reserve 0.5, bin packing, preemption"] < cost["reserve 0.5, bin packing"]) {
-		t.Errorf("the mesh's policy (with preemption) costs %v, without %v", cost["reserve 0.5, bin packing, preemption"], cost["reserve 0.5, bin packing"])
+		t.Errorf("preemption at home costs %v, none %v", cost["reserve 0.5, bin packing, preemption"], cost["reserve 0.5, bin packing"])
+	}
+	if !(cost["reserve 0.5, bin packing, preemption at home and by sellers"] < cost["reserve 0.5, bin packing, preemption"]) {
+		t.Errorf("the mesh's policy (preemption by sellers too) costs %v, at home only %v",
+			cost["reserve 0.5, bin packing, preemption at home and by sellers"], cost["reserve 0.5, bin packing, preemption"])
 	}
 }

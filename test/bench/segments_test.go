@@ -257,3 +257,16 @@ func TestEvaluateNoServiceIsNotPlaced(t *testing.T) {
 	near(t, "penalty", ev.PenaltyUSD, 8)
 	near(t, "p99 latency", ev.Result.PlacementP99Ms, 1000)
 }
+
+// TestEvaluateOverrun: an allocation that runs past its job's window is
+// capacity held for nothing, and is reported.
+func TestEvaluateOverrun(t *testing.T) {
+	w := segmentWorld(t)
+	jobs := indexed(job("a", "us-east-1", 0, 3600, 0, 30*time.Minute))
+	// Moved at 10 minutes and placed again for the job's whole 30 minutes:
+	// 10 minutes past the window, at a full node.
+	moved := JobResult{Placed: true, Segments: []Segment{seg("us-east-1", 0, 10*time.Minute, 4), seg("eu-west-1", 10*time.Minute, 40*time.Minute, 1)}}
+	near(t, "overrun of a job moved and not stopped", evaluate(t, w, jobs, moved).OverrunNodeHours, 10.0/60)
+	moved.Segments[1].End = t0.Add(30*time.Minute + 500*time.Millisecond) // stopped within the tolerance
+	near(t, "overrun of a job stopped with its window", evaluate(t, w, jobs, moved).OverrunNodeHours, 0)
+}
