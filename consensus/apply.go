@@ -384,6 +384,13 @@ func checkPrice(field string, p float64) *CommandError {
 	return nil
 }
 
+func checkFinite(field string, v float64) *CommandError {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return invalid(field, "must be a finite number, got %v", v)
+	}
+	return nil
+}
+
 func checkTimeRange(field string, t time.Time) *CommandError {
 	if t.Before(minTime) || !t.Before(maxTime) {
 		return invalid(field, "%s is outside the years 1970 to 2199", t.Format(time.RFC3339))
@@ -1124,7 +1131,7 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 	if err := firstErr(checkItem(c.AuctionID, c.ItemID), checkID("job_id", c.JobID),
 		checkID("seller_region", c.SellerRegion), checkResources("resources", c.Resources),
-		checkPrice("price_per_hour", c.PricePerHour), checkKindDuration(c.ItemKind, c.Duration),
+		checkPrice("price_per_hour", c.PricePerHour), checkFinite("score", c.Score), checkKindDuration(c.ItemKind, c.Duration),
 		checkOptionalID("node_id", c.NodeID), checkText("gpu_type", c.GPUType), checkChars("gpu_type", c.GPUType),
 		checkOptionalTime("awarded_at", c.AwardedAt), checkOptionalID("lease_auction_id", c.LeaseAuctionID),
 		checkOptionalID("lease_item_id", c.LeaseItemID)); err != nil {
@@ -1145,7 +1152,7 @@ func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 	res := canonRes(c.Resources)
 	if t, ok := tx.t.trades.get(key(c.AuctionID, c.ItemID)); ok {
 		if t.JobID == c.JobID && t.SellerRegion == c.SellerRegion && t.Resources == res &&
-			t.PricePerHour == c.PricePerHour && t.Epoch == c.Epoch && t.Kind == c.ItemKind && t.NodeID == c.NodeID &&
+			t.PricePerHour == c.PricePerHour && t.Score == c.Score && t.Epoch == c.Epoch && t.Kind == c.ItemKind && t.NodeID == c.NodeID &&
 			t.Duration == c.Duration && t.LeaseAuctionID == c.LeaseAuctionID && t.LeaseItemID == c.LeaseItemID {
 			return Result{ID: t.JobID, Epoch: t.Epoch, Existing: true}, nil
 		}
@@ -1154,7 +1161,7 @@ func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 	now := tx.now
 	trade := &Trade{
 		AuctionID: c.AuctionID, ItemID: c.ItemID, JobID: c.JobID, SellerRegion: c.SellerRegion,
-		Resources: res, PricePerHour: c.PricePerHour, Epoch: c.Epoch, State: TradeAwarded,
+		Resources: res, PricePerHour: c.PricePerHour, Score: c.Score, Epoch: c.Epoch, State: TradeAwarded,
 		Created: now, Updated: now, Kind: c.ItemKind, NodeID: c.NodeID, GPUType: c.GPUType, Duration: c.Duration,
 		AwardedAt: canon(c.AwardedAt), LeaseAuctionID: c.LeaseAuctionID, LeaseItemID: c.LeaseItemID,
 	}

@@ -331,7 +331,10 @@ type RecordAward struct {
 	SellerRegion string              `msgpack:"sr"`
 	Resources    placement.Resources `msgpack:"res"`
 	PricePerHour float64             `msgpack:"p"`
-	Epoch        uint64              `msgpack:"e"`
+	// Score is the winning offer's cost-efficiency score (after the RTT
+	// penalty), kept so that operators see why this seller won.
+	Score float64 `msgpack:"sc,omitempty"`
+	Epoch uint64  `msgpack:"e"`
 	// ItemKind is what was bought (zero: a job).
 	ItemKind ItemKind `msgpack:"k,omitempty"`
 	// NodeID and GPUType describe the seller's node.

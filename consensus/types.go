@@ -483,6 +483,8 @@ type Trade struct {
 	SellerRegion string              `msgpack:"sr"`
 	Resources    placement.Resources `msgpack:"res"`
 	PricePerHour float64             `msgpack:"p"`
+	// Score is the winning offer's cost-efficiency score.
+	Score float64 `msgpack:"sc,omitempty"`
 	// Epoch is the job's placement epoch the award was made under.
 	Epoch uint64     `msgpack:"e"`
 	State TradeState `msgpack:"s"`

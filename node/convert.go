@@ -199,6 +199,8 @@ func (a *Agent) trades(l *consensus.Ledger) []api.Trade {
 			State:        tradeState(tr.State),
 			Resources:    tr.Resources,
 			PricePerHour: tr.PricePerHour,
+			CostPerHour:  a.tradeCost(tr),
+			Score:        tr.Score,
 			CreatedAt:    tr.Created,
 			UpdatedAt:    tr.Updated,
 		}
@@ -242,8 +244,11 @@ func (a *Agent) trades(l *consensus.Ledger) []api.Trade {
 			CreatedAt:    al.Start,
 			UpdatedAt:    al.Start,
 		}
-		if n, ok := l.Node(al.NodeID); ok {
-			v.PricePerHour = n.Placement().CostPerHour(al.Resources)
+		// The price the buyer pays per node-hour, as the buyer's view
+		// shows it; what the job's share of the node costs is CostPerHour.
+		v.PricePerHour = al.PricePerHour
+		if n, ok := l.Node(al.NodeID); ok && n.Total.ComputePerHour > 0 {
+			v.CostPerHour = al.PricePerHour * al.Resources.ComputePerHour / n.Total.ComputePerHour
 		}
 		out = append(out, v)
 	}

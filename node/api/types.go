@@ -295,8 +295,14 @@ type Trade struct {
 	State TradeState `json:"state"`
 	// Resources is the capacity traded.
 	Resources placement.Resources `json:"resources"`
-	// PricePerHour is the winning bid's price, in US dollars per hour.
+	// PricePerHour is the price paid, in US dollars per hour of the whole
+	// seller's node (the score's c): the same figure on the buyer's and
+	// the seller's side.
 	PricePerHour float64 `json:"price_per_hour"`
+	// CostPerHour is what the traded work pays per hour: PricePerHour
+	// times the share of the node's compute it takes (the whole price
+	// when the node's size is unknown to the answering node).
+	CostPerHour float64 `json:"cost_per_hour"`
 	// Score is the winning bid's cost-efficiency score.
 	Score float64 `json:"score"`
 	// CreatedAt is when the buyer opened the trade.

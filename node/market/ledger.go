@@ -267,7 +267,7 @@ func (rl *regionLedger) translate(op auction.LedgerOp) step {
 		}
 		cmd := consensus.RecordAward{
 			AuctionID: ref.Auction, ItemID: ref.Item, JobID: aw.JobID, SellerRegion: aw.Seller, Resources: aw.Resources,
-			PricePerHour: aw.Price, Epoch: aw.Epoch, ItemKind: itemKind(aw.Kind), NodeID: aw.Node, GPUType: aw.GPUType,
+			PricePerHour: aw.Price, Score: aw.Score, Epoch: aw.Epoch, ItemKind: itemKind(aw.Kind), NodeID: aw.Node, GPUType: aw.GPUType,
 			Duration: aw.Duration, AwardedAt: aw.AwardedAt,
 		}
 		if aw.Lease != nil {
@@ -497,7 +497,7 @@ func awardRecord(l *consensus.Ledger, region string, t consensus.Trade, state au
 	rec := auction.AwardRecord{
 		Trade: auction.TradeRef{Buyer: region, Auction: t.AuctionID, Item: t.ItemID},
 		Kind:  auctionKind(t.Kind), JobID: t.JobID, Epoch: t.Epoch, Seller: t.SellerRegion, Node: t.NodeID,
-		GPUType: t.GPUType, Price: t.PricePerHour, Resources: t.Resources, Duration: t.Duration,
+		GPUType: t.GPUType, Price: t.PricePerHour, Score: t.Score, Resources: t.Resources, Duration: t.Duration,
 		AwardedAt: t.AwardedAt, State: state,
 	}
 	if rec.AwardedAt.IsZero() {

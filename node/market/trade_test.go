@@ -155,11 +155,18 @@ func TestBestScoreWins(t *testing.T) {
 				if t1.SellerRegion != "s1" || math.Abs(t1.PricePerHour-tc.paid1) > 1e-6 {
 					t.Errorf("job-1 went to %s at %v; want s1 at %v (%s)", t1.SellerRegion, t1.PricePerHour, tc.paid1, tc.description)
 				}
+				// The ledger keeps the winner's score, at its bid: E = 200·100/800.
+				if math.Abs(t1.Score-25) > 1e-6 {
+					t.Errorf("job-1's trade has score %v; want 25", t1.Score)
+				}
 				j2 := demandJob("job-2", 100)
 				j2.MaxPricePerHour = 700
 				t2 := trade(j2)
 				if t2.SellerRegion != "s2" || math.Abs(t2.PricePerHour-tc.paid2) > 1e-6 || t2.PricePerHour > 700 {
 					t.Errorf("job-2 went to %s at %v; want s2 at %v, within the maximum 700", t2.SellerRegion, t2.PricePerHour, tc.paid2)
+				}
+				if math.Abs(t2.Score-15000.0/650) > 1e-6 {
+					t.Errorf("job-2's trade has score %v; want %v", t2.Score, 15000.0/650)
 				}
 				// s1 declined job-2 itself: its price is over the maximum.
 				if len(w.leader("s1").srv.Ledger().UnreportedSold()) != 0 {

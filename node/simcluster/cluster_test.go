@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -451,6 +452,20 @@ func TestTradeAcrossRegions(t *testing.T) {
 		sold, err := seller.Trades(ctx)
 		if err != nil || len(sold) == 0 || sold[0].BuyerRegion != "us-east-1" {
 			t.Fatalf("seller's trades: %+v %v", sold, err)
+		}
+		// Both sides show the same trade at the same price (per hour of
+		// the seller's 2000 tasks/h node) and the same cost (the job's
+		// quarter of it); the buyer shows the winning score.
+		bought := trades[0]
+		if sold[0].ID != bought.ID || bought.PricePerHour < 30 || sold[0].PricePerHour != bought.PricePerHour {
+			t.Errorf("trade %s at $%v/h on the buyer's side, %s at $%v/h on the seller's; want one trade at one price of at least the seller's $30/h",
+				bought.ID, bought.PricePerHour, sold[0].ID, sold[0].PricePerHour)
+		}
+		if want := bought.PricePerHour / 4; math.Abs(bought.CostPerHour-want) > 1e-9 || math.Abs(sold[0].CostPerHour-want) > 1e-9 {
+			t.Errorf("cost per hour: buyer %v, seller %v; want %v", bought.CostPerHour, sold[0].CostPerHour, want)
+		}
+		if bought.Score <= 0 {
+			t.Errorf("buyer's trade has score %v; want the winner's (positive) score", bought.Score)
 		}
 		waitFor(t, "traded job completes at home", 5*time.Minute, func() error {
 			st, err := home.Job(ctx, "big-1")

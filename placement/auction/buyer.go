@@ -273,7 +273,7 @@ func (m *Market) decide(now time.Time, a *auction) {
 			Trade: TradeRef{Buyer: m.cfg.Region, Auction: a.spec.ID, Item: it.ID},
 			Kind:  it.Kind, JobID: it.Job.ID, Epoch: it.Epoch,
 			Seller: o.Winner.Seller, Node: o.Winner.Bid.Node, GPUType: o.Winner.Bid.GPUType,
-			Price: o.Paid, Resources: it.Job.Demand, Duration: it.Job.Duration, AwardedAt: now,
+			Price: o.Paid, Score: o.Score, Resources: it.Job.Demand, Duration: it.Job.Duration, AwardedAt: now,
 		})
 	}
 	next := m.nextRound(now, a, unplaced, releases)

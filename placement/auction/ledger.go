@@ -179,6 +179,9 @@ type AwardRecord struct {
 	GPUType string `msgpack:"g,omitempty"`
 	// Price is the price paid, US dollars per node-hour.
 	Price float64 `msgpack:"p"`
+	// Score is the winning offer's score (after the RTT penalty); zero for
+	// a draw on a lease, which no offers competed for.
+	Score float64 `msgpack:"sc,omitempty"`
 	// Resources are what the job (or lease) uses.
 	Resources placement.Resources `msgpack:"r"`
 	// Duration is how long the job (or lease) runs; zero means until
