@@ -37,10 +37,37 @@ var commitLatencyFile = flag.String("commit-latency-file", "", "write each propo
 // BenchmarkCommitAtRate write a CPU profile of their timed part only
 // (-test.cpuprofile also covers starting the servers and submitting the
 // jobs, which is a large share of a short run).
+// commitAtLeader sends every proposal to the leader, as the region's
+// placement loop does (it runs on the leader), instead of a third to each
+// server, as clients spread over the servers would.
+var commitAtLeader = flag.Bool("commit-at-leader", false, "commit benchmarks: send every proposal to the leader instead of a third to each server")
+
 var commitCPUProfile = flag.String("commit-cpuprofile", "", "write a CPU profile of the timed part of the commit benchmarks to this file")
 
 func TestMain(m *testing.M) {
+	if id := os.Getenv(benchServerEnv); id != "" {
+		// A server process of BenchmarkCommitAtRate's procs mode.
+		os.Exit(benchServerMain(id))
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// benchServerConfig sets what the commit benchmarks change in a server's
+// configuration: entry size and pipeline depth (maxInflight 0 keeps the
+// default), and Raft's timing.
+func benchServerConfig(c *Config, maxBatch, maxInflight int) {
+	c.MaxEntryCommands = maxBatch
+	if maxBatch == 1 {
+		c.MaxInflightEntries = 4096 // every proposal goes to Raft at once
+	}
+	if maxInflight > 0 {
+		c.MaxInflightEntries = maxInflight
+	}
+	// Three servers and their clients share two cores here: use the
+	// timing of Consul's default raft_multiplier (5), as for servers on
+	// small shared machines, so that CPU starvation is not taken for a
+	// failed leader.
+	c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 5*time.Second, 5*time.Second, 2500*time.Millisecond
 }
 
 // tcpRegion starts three servers in this process, each with its own bolt
@@ -192,11 +219,16 @@ func BenchmarkCommitAtRate(b *testing.B) {
 		b.Fatalf("-commit-rate must be positive, got %d", rate)
 	}
 	for _, plan := range []int{16, 1} {
+		interval := time.Duration(float64(time.Second) * float64(plan) / float64(rate))
 		// One name element (no "/"), so that -bench 'BenchmarkCommitAtRate/.*plan16' selects it.
 		b.Run(fmt.Sprintf("rate=%dk-plan%d", rate/1000, plan), func(b *testing.B) {
 			benchmarkCommit(b, 512, plan, func(send sendFunc, proposals int) error {
-				return openLoop(send, proposals, time.Duration(float64(time.Second)*float64(plan)/float64(rate)))
+				return openLoop(send, proposals, interval)
 			})
+		})
+		// The same with one process per server (see bench_procs_test.go).
+		b.Run(fmt.Sprintf("rate=%dk-plan%d-procs", rate/1000, plan), func(b *testing.B) {
+			benchmarkCommitProcs(b, 512, plan, interval)
 		})
 	}
 }
@@ -233,15 +265,21 @@ func closedLoop(send sendFunc, n, clients int) error {
 // openLoop sends proposal p at start + p×interval, each on its own
 // goroutine, and waits for them all.
 func openLoop(send sendFunc, n int, interval time.Duration) error {
+	return openLoopFrom(time.Now(), send, n, interval, 0, 1)
+}
+
+// openLoopFrom sends the proposals p < n with p%of == share at start +
+// p×interval, each on its own goroutine, and waits for them all: one
+// process's share of a load spread over several.
+func openLoopFrom(start time.Time, send sendFunc, n int, interval time.Duration, share, of int) error {
 	var (
 		wg     sync.WaitGroup
 		failed atomic.Value
 	)
-	start := time.Now()
-	for p := 0; p < n; {
+	for p := share; p < n; {
 		// Send everything due, then sleep until the next one is.
 		now := time.Since(start)
-		for ; p < n && time.Duration(p)*interval <= now; p++ {
+		for ; p < n && time.Duration(p)*interval <= now; p += of {
 			wg.Add(1)
 			go func(p int) {
 				defer wg.Done()
@@ -279,25 +317,11 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
-	servers := tcpRegion(b, dir, false, func(c *Config) {
-		c.MaxEntryCommands = maxBatch
-		if maxBatch == 1 {
-			c.MaxInflightEntries = 4096 // every proposal goes to Raft at once
-		}
-		if *commitMaxInflight > 0 {
-			c.MaxInflightEntries = *commitMaxInflight
-		}
-		// Three servers and their clients share two cores here: use the
-		// timing of Consul's default raft_multiplier (5), as for servers
-		// on small shared machines, so that CPU starvation is not taken
-		// for a failed leader.
-		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 5*time.Second, 5*time.Second, 2500*time.Millisecond
-	})
+	servers := tcpRegion(b, dir, false, func(c *Config) { benchServerConfig(c, maxBatch, *commitMaxInflight) })
 	defer closeAll(b, servers)
 	leader := leaderOf(servers)
 	ctx := context.Background()
-	const nodes = 64
-	for i := range nodes {
+	for i := range benchNodes {
 		if _, err := leader.Propose(ctx, RegisterNode{ID: fmt.Sprintf("n%d", i), Total: res(1e9, 1e9, 1e9, 1<<20), PricePerHour: 1}); err != nil {
 			b.Fatal(err)
 		}
@@ -327,17 +351,12 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 	b.ResetTimer()
 	start := time.Now()
 	send := func(p int, due time.Time) error {
-		cmds := make([]Command, 0, plan)
-		for i := p * plan; i < min((p+1)*plan, b.N); i++ {
-			cmds = append(cmds, PlaceJob{JobID: fmt.Sprintf("j%d", i), NodeID: fmt.Sprintf("n%d", i%nodes)})
+		to := servers[p%len(servers)]
+		if *commitAtLeader {
+			to = leader
 		}
-		out, err := servers[p%len(servers)].Propose(ctx, cmds...)
+		err := proposePlan(ctx, to, benchPlacements(p, plan, b.N))
 		latencies[p] = time.Since(due)
-		for _, r := range out {
-			if err == nil {
-				err = r.Err
-			}
-		}
 		return err
 	}
 	err = load(send, proposals)
