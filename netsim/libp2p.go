@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/transport"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	ma "github.com/multiformats/go-multiaddr"
@@ -23,21 +26,49 @@ import (
 // and the port in the address of NewMocknetHost hosts.
 const Libp2pPort = 4001
 
+// The resource manager limits and dial timeout of NewLibp2pHost hosts,
+// mirroring placement/auction.NewHost's defaults (HostConfig.MaxMemory,
+// MaxFDs, DialTimeout): a change there belongs here too.
+const (
+	libp2pMaxMemory   = 64 << 20
+	libp2pMaxFDs      = 256
+	libp2pDialTimeout = 10 * time.Second
+)
+
+// libp2pLimits are the fixed limits of NewLibp2pHost's resource manager:
+// libp2p's default and service limits scaled to libp2pMaxMemory and
+// libp2pMaxFDs, as placement/auction.HostLimits computes them but for the
+// market protocol's own stream limit, which only that package knows.
+func libp2pLimits() rcmgr.ConcreteLimitConfig {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	return limits.Scale(libp2pMaxMemory, libp2pMaxFDs)
+}
+
 // NewLibp2pHost returns a real go-libp2p host for endpoint e whose transport
 // is netsim's stream connections: the production stack — TCP-style
-// connections upgraded with Noise and yamux, identify, ping — with every
-// netsim property: handshake round trips, one-way latencies per direction,
+// connections upgraded with Noise and yamux, identify — with every netsim
+// property: handshake round trips, one-way latencies per direction,
 // jitter, bandwidth, stream windows, and all faults (a fault resets the
 // connections across it; a dial into it times out). It runs inside a
 // synctest bubble.
 //
 // The host listens on /ip4/<e's ip>/tcp/4001 and its identity is
-// Libp2pKey(e), so a restarted node keeps its peer ID. Relay, metrics and
-// identify's address discovery are off, and the resource manager is the null
-// one. opts are appended to these options; they must not set the identity,
-// listen addresses, transports, security or muxers. Close the host before
-// making another for the same endpoint; Network.Close closes every host
-// still open.
+// Libp2pKey(e), so a restarted node keeps its peer ID. It is as slim as the
+// market's production host (placement/auction.NewHost), whose options this
+// package may not import and so mirrors: relay, ping, metrics, AutoNAT
+// probing and identify's address discovery are off, the connection manager
+// is the null one, dials time out after 10 s, and the resource manager has
+// fixed limits — libp2p's default and service limits scaled to 64 MiB and
+// 256 file descriptors, whatever the machine — with its per-IP connection
+// limits and rate limits, as in production.
+//
+// opts are applied after these options and so override them; a resource or
+// connection manager in opts replaces the mirrored one. Pass placement/auction's
+// HostOptions to run exactly the production configuration (it adds the
+// market protocol's stream limit). opts must not set the identity, listen
+// addresses, transports, security or muxers. Close the host before making
+// another for the same endpoint; Network.Close closes every host still open.
 func (n *Network) NewLibp2pHost(e *Endpoint, opts ...libp2p.Option) (host.Host, error) {
 	if e == nil || e.net != n {
 		return nil, errors.New("netsim: libp2p host: endpoint is not of this network")
@@ -73,11 +104,37 @@ func (n *Network) NewLibp2pHost(e *Endpoint, opts ...libp2p.Option) (host.Host, 
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
+		libp2p.Ping(false),
+		libp2p.ForceReachabilityPublic(),
 		libp2p.DisableIdentifyAddressDiscovery(),
-		libp2p.ResourceManager(&network.NullResourceManager{}),
+		libp2p.WithDialTimeout(libp2pDialTimeout),
 	}
-	h, err := libp2p.New(append(base, opts...)...)
+	// libp2p.New, built by hand: libp2p refuses a second resource or
+	// connection manager, so the mirrored ones go in only if opts brought
+	// none, and a failure closes the resource manager (libp2p leaves it
+	// running).
+	var cfg libp2p.Config
+	err = cfg.Apply(append(base, opts...)...)
+	if err == nil && cfg.ConnManager == nil {
+		cfg.ConnManager = connmgr.NullConnMgr{}
+	}
+	if err == nil && cfg.ResourceManager == nil {
+		var mgr network.ResourceManager
+		if mgr, err = rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(libp2pLimits())); err == nil {
+			cfg.ResourceManager = mgr
+		}
+	}
+	if err == nil {
+		err = cfg.Apply(libp2p.FallbackDefaults)
+	}
+	var h host.Host
+	if err == nil {
+		h, err = cfg.NewNode()
+	}
 	if err != nil {
+		if cfg.ResourceManager != nil {
+			_ = cfg.ResourceManager.Close()
+		}
 		return nil, fmt.Errorf("netsim: libp2p host %s: %w", e.name, err)
 	}
 	th := &trackedHost{Host: h, n: n}

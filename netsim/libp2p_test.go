@@ -3,12 +3,15 @@ package netsim
 import (
 	"context"
 	"io"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"go.uber.org/goleak"
 )
 
@@ -239,4 +242,57 @@ func TestLibp2pRealTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// systemFDLimit returns the file descriptor limit of h's resource manager,
+// or -1 if the manager keeps none (the null manager).
+func systemFDLimit(t *testing.T, h host.Host) int {
+	t.Helper()
+	fds := -1
+	if err := h.Network().ResourceManager().ViewSystem(func(s network.ResourceScope) error {
+		if l, ok := s.(rcmgr.ResourceScopeLimiter); ok {
+			fds = l.Limit().GetFDLimit()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return fds
+}
+
+// A NewLibp2pHost host is as slim as the market's production host: no
+// ping service, and a resource manager with fixed limits (libp2p's base
+// ones, 256 file descriptors, whatever the machine) — unless opts bring
+// their own manager.
+func TestLibp2pHostIsSlim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := mustNetwork(t, Config{Seed: 3})
+		defer n.Close()
+		h, err := n.NewLibp2pHost(mustEndpoint(t, n, "a0", "us-east-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range h.Mux().Protocols() {
+			if strings.Contains(string(p), "ping") || strings.Contains(string(p), "relay") || strings.Contains(string(p), "autonat") {
+				t.Errorf("host speaks %s", p)
+			}
+		}
+		if got := systemFDLimit(t, h); got != 256 {
+			t.Errorf("system FD limit = %d, want the fixed 256", got)
+		}
+
+		limits := rcmgr.DefaultLimits
+		limits.SystemBaseLimit.FD = 300
+		mgr, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(0, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2, err := n.NewLibp2pHost(mustEndpoint(t, n, "b0", "eu-west-1"), libp2p.ResourceManager(mgr))
+		if err != nil {
+			t.Fatalf("a host with its own resource manager: %v", err)
+		}
+		if got := systemFDLimit(t, h2); got != 300 {
+			t.Errorf("system FD limit = %d, want opts' 300", got)
+		}
+	})
 }

@@ -88,8 +88,11 @@ func (n netsimNetwork) raftLayer() (raft.StreamLayer, error) {
 	return netsim.NewRaftStreamLayer(n.ep, netsimRaftPort)
 }
 
+// p2pHost gives the simulated agent the production host's options
+// (auction.NewHost's limits, no ping, no metrics, no relay) over netsim's
+// wire, so a simulation runs the configuration a real server runs.
 func (n netsimNetwork) p2pHost(string) (host.Host, error) {
-	return n.ep.Network().NewLibp2pHost(n.ep)
+	return n.ep.Network().NewLibp2pHost(n.ep, auction.HostOptions(auction.HostConfig{})...)
 }
 
 func (n netsimNetwork) listenHTTP() (net.Listener, string, error) {

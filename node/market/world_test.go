@@ -58,6 +58,16 @@ type world struct {
 	net  *netsim.Network
 	dir  string
 	tune func(region string, c *Config)
+	// fsync makes the Raft servers sync their logs to disk (the tests turn
+	// it off: inside a bubble the disk is the only thing that takes real
+	// time).
+	fsync bool
+	// realTime says the world runs outside a synctest bubble; before
+	// holds the goroutines that were running before it started, so close
+	// can wait for its own to end instead of sleeping through memberlist's
+	// probe timeouts.
+	realTime bool
+	before   goleak.Option
 
 	mu      sync.Mutex
 	servers map[string]*server
@@ -141,7 +151,8 @@ func (w *world) start(name, region string, peers int, spec nodeSpec) *server {
 	}
 	s := &server{w: w, name: name, region: region, spec: spec, ep: ep}
 	log := testLogger(name)
-	if s.h, err = w.net.NewLibp2pHost(ep); err != nil {
+	// The production host's options (auction.NewHost's) over netsim's wire.
+	if s.h, err = w.net.NewLibp2pHost(ep, auction.HostOptions(auction.HostConfig{})...); err != nil {
 		w.t.Fatal(err)
 	}
 	layer, err := netsim.NewRaftStreamLayer(ep, raftPort)
@@ -150,7 +161,7 @@ func (w *world) start(name, region string, peers int, spec nodeSpec) *server {
 	}
 	s.srv, err = consensus.Open(consensus.Config{
 		NodeID: name, Region: region, DataDir: filepath.Join(w.dir, name), StreamLayer: layer,
-		BootstrapExpect: peers, NoSync: true, Logger: log,
+		BootstrapExpect: peers, NoSync: !w.fsync, Logger: log,
 	})
 	if err != nil {
 		w.t.Fatalf("open %s: %v", name, err)
@@ -276,10 +287,22 @@ func (w *world) close() {
 	}
 	// memberlist's probe goroutines outlive Shutdown by up to a probe
 	// timeout (the WAN profile's is at most a few seconds); wait them out in
-	// virtual time.
-	time.Sleep(30 * time.Second)
+	// virtual time. In real time, wait until every goroutine the world
+	// started has ended, the network's too.
+	if !w.realTime {
+		time.Sleep(30 * time.Second)
+	}
 	if err := w.net.Close(); err != nil {
 		w.t.Errorf("netsim close: %v", err)
+	}
+	if w.realTime {
+		deadline := time.Now().Add(time.Minute)
+		for err := goleak.Find(w.before); err != nil; err = goleak.Find(w.before) {
+			if time.Now().After(deadline) {
+				w.t.Errorf("the world's goroutines did not end: %v", err)
+				break
+			}
+		}
 	}
 }
 

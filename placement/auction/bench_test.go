@@ -2,12 +2,18 @@ package auction
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meridian-mesh/meridian/netsim"
 	"github.com/meridian-mesh/meridian/placement"
@@ -288,4 +294,129 @@ func batchItems(l *memLedger, prefix string, n int) []Item {
 func bigNode(id string, price float64) placement.Node {
 	r := placement.Resources{ComputePerHour: 1e12, StorageGB: 1e12, BandwidthGBps: 1e12}
 	return placement.Node{ID: id, Total: r, Free: r, PricePerHour: price}
+}
+
+// footprint is the heap (after a collection) and goroutines of the process.
+type footprint struct {
+	heap       int64
+	goroutines int
+}
+
+// measureFootprint waits until the goroutine count holds still (the
+// connections' handshakes and identify exchanges end on their own) and
+// returns the footprint.
+func measureFootprint(b *testing.B) footprint {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	last := runtime.NumGoroutine()
+	for still := 0; still < 3 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond) // sample period of the settling check
+		if n := runtime.NumGoroutine(); n == last {
+			still++
+		} else {
+			still, last = 0, n
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return footprint{heap: int64(ms.HeapAlloc), goroutines: runtime.NumGoroutine()}
+}
+
+// BenchmarkHostFootprint measures what a region leader's market host costs
+// in a mesh of 60 hosts, each connected to every other, as the leaders of
+// 60 regions that have all traded with each other would be. The hosts are
+// NewHost's, over real loopback TCP: mocknet would measure its in-memory
+// pipes and its own basic hosts, not the production stack (TCP, Noise,
+// yamux, the resource manager). Each host serves the market protocol, and
+// one StatusQuery is exchanged over every connection. It reports the heap
+// (after a collection) and goroutines per host, idle (listening, no
+// connection) and meshed (59 connections each).
+func BenchmarkHostFootprint(b *testing.B) {
+	const n = 60
+	var idle, meshed footprint
+	for range b.N {
+		idle, meshed = hostMesh(b, n)
+	}
+	b.ReportMetric(float64(meshed.heap)/n, "heap-B/host")
+	b.ReportMetric(float64(meshed.goroutines)/n, "goroutines/host")
+	b.ReportMetric(float64(idle.heap)/n, "idle-heap-B/host")
+	b.ReportMetric(float64(idle.goroutines)/n, "idle-goroutines/host")
+}
+
+// hostMesh builds the mesh of BenchmarkHostFootprint and returns what n
+// idle hosts, then the meshed ones, add to the process's footprint.
+func hostMesh(b *testing.B, n int) (idle, meshed footprint) {
+	b.Helper()
+	keys := make([]crypto.PrivKey, n)
+	for i := range keys {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k
+	}
+	base := measureFootprint(b)
+	hosts := make([]host.Host, n)
+	trs := make([]*StreamTransport, n)
+	defer func() {
+		for i := range hosts {
+			if trs[i] != nil {
+				_ = trs[i].Close()
+			}
+			if hosts[i] != nil {
+				_ = hosts[i].Close()
+			}
+		}
+	}()
+	for i := range hosts {
+		h, err := NewHost(HostConfig{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, PrivKey: keys[i]})
+		if err != nil {
+			b.Fatalf("NewHost %d: %v", i, err)
+		}
+		hosts[i] = h
+		trs[i] = NewStreamTransport(h, StreamTransportConfig{})
+		trs[i].Serve(func(_ context.Context, _ peer.ID, env *Envelope) *Envelope {
+			r := statusQuery(env.To, env.From, 1, time.Now())
+			r.Kind, r.StatusQuery = KindStatusReply, nil
+			r.StatusReply = &StatusReply{Items: []ItemStatus{{Item: "job-1", Status: StatusUnknown}}}
+			return r
+		})
+	}
+	idle = measureFootprint(b)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	region := func(i int) string { return fmt.Sprintf("r%02d", i) }
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each pair connects once, from the lower index.
+			for j := i + 1; j < n; j++ {
+				to := peer.AddrInfo{ID: hosts[j].ID(), Addrs: hosts[j].Addrs()}
+				if _, err := trs[i].Request(ctx, to, statusQuery(region(i), region(j), 1, time.Now())); err != nil {
+					errs <- fmt.Errorf("%s → %s: %w", region(i), region(j), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	for i, h := range hosts {
+		if got := len(h.Network().Peers()); got != n-1 {
+			b.Fatalf("host %d is connected to %d peers, want %d", i, got, n-1)
+		}
+	}
+	meshed = measureFootprint(b)
+	idle = footprint{heap: idle.heap - base.heap, goroutines: idle.goroutines - base.goroutines}
+	meshed = footprint{heap: meshed.heap - base.heap, goroutines: meshed.goroutines - base.goroutines}
+	return idle, meshed
 }

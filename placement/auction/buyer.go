@@ -156,9 +156,6 @@ func (m *Market) onBids(now time.Time, ob *outbound, env *Envelope) {
 	}
 	inv.answered = true
 	a.pending--
-	for _, b := range bids {
-		a.offers = append(a.offers, Offer{Seller: ob.to, Bid: b})
-	}
 	var declined []Decline
 	switch env.Kind {
 	case KindBid:
@@ -169,6 +166,21 @@ func (m *Market) onBids(now time.Time, ob *outbound, env *Envelope) {
 	inv.declined = make(map[string]bool, len(declined))
 	for _, d := range declined {
 		inv.declined[d.Item] = true
+	}
+	// The award, a release and a cancel name an escrow by the trade
+	// reference, so an offer whose escrow has another ID is one the buyer
+	// could not take: it is dropped, and the item released at the seller
+	// all the same.
+	var unnamed []string
+	for _, b := range bids {
+		if b.Escrow != (TradeRef{Buyer: m.cfg.Region, Auction: ob.auction, Item: b.Item}).String() {
+			unnamed = append(unnamed, b.Item)
+			continue
+		}
+		a.offers = append(a.offers, Offer{Seller: ob.to, Bid: b})
+	}
+	if len(unnamed) > 0 {
+		m.sendRelease(now, ob.to, ob.auction, unnamed)
 	}
 	if a.pending == 0 {
 		m.decide(now, a)

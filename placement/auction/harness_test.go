@@ -367,7 +367,7 @@ func describe(env *Envelope) string {
 		}
 	case KindBid:
 		for _, it := range env.Bid.Items {
-			fmt.Fprintf(&b, " %s@%s:%.4g", it.Item, it.Node, it.Price)
+			fmt.Fprintf(&b, " %s@%s:%.4g(escrow %s)", it.Item, it.Node, it.Price, it.Escrow)
 		}
 		for _, d := range env.Bid.Declined {
 			fmt.Fprintf(&b, " %s:declined", d.Item)

@@ -25,9 +25,14 @@ type HostConfig struct {
 	// PrivKey is the node's identity; its peer ID travels in gossip
 	// metadata, so node/ keeps the key across restarts. Required.
 	PrivKey crypto.PrivKey
-	// MaxMemory bounds the resource manager's memory, bytes (default 64 MiB).
+	// MaxMemory is the memory, bytes, to which libp2p's default limits
+	// are scaled (rcmgr's ScalingLimitConfig.Scale; default 64 MiB). Up
+	// to 128 MiB libp2p's base limits hold, so by default the host as a
+	// whole (the system scope) may use 128 MiB and 64 inbound connections
+	// (128 in all).
 	MaxMemory int64
-	// MaxFDs bounds the resource manager's file descriptors (default 256).
+	// MaxFDs is the file descriptors the host may use; libp2p never sets
+	// fewer than its base of 256 (default 256).
 	MaxFDs int
 	// MarketStreams bounds concurrent market streams (default 512 each way).
 	MarketStreams int
@@ -35,12 +40,95 @@ type HostConfig struct {
 	DialTimeout time.Duration
 }
 
+// The HostConfig defaults. netsim's NewLibp2pHost mirrors the memory and
+// file descriptors (it may not import this package).
+const (
+	defaultHostMaxMemory     = 64 << 20
+	defaultHostMaxFDs        = 256
+	defaultHostMarketStreams = 512
+	defaultHostDialTimeout   = 10 * time.Second
+)
+
+func (cfg *HostConfig) setDefaults() {
+	if cfg.MaxMemory <= 0 {
+		cfg.MaxMemory = defaultHostMaxMemory
+	}
+	if cfg.MaxFDs <= 0 {
+		cfg.MaxFDs = defaultHostMaxFDs
+	}
+	if cfg.MarketStreams <= 0 {
+		cfg.MarketStreams = defaultHostMarketStreams
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = defaultHostDialTimeout
+	}
+}
+
+// HostLimits returns the resource manager limits of a market host: libp2p's
+// default limits and service limits scaled to cfg.MaxMemory and cfg.MaxFDs
+// (defaults filled in), plus a limit of cfg.MarketStreams streams each way
+// for ProtocolID. They are fixed — never scaled to the machine's memory
+// or file descriptors as libp2p's default resource manager does — so every
+// region server admits the same load.
+func HostLimits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
+	cfg.setDefaults()
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	n := cfg.MarketStreams
+	limits.AddProtocolLimit(protocol.ID(ProtocolID),
+		rcmgr.BaseLimit{StreamsInbound: n, StreamsOutbound: n, Streams: 2 * n, Memory: int64(2*n) * MaxMessageSize},
+		rcmgr.BaseLimitIncrease{})
+	return limits.Scale(cfg.MaxMemory, cfg.MaxFDs)
+}
+
+// HostOptions returns the libp2p options that make a host slim, everything
+// NewHost sets but the identity, the listen addresses and the wire
+// (transport, Noise, yamux): no relay, no ping service, no metrics, a null
+// connection manager (leaders keep few long-lived connections), public
+// reachability (a region server is reachable by definition, so no AutoNAT
+// probing), no address discovery by identify, cfg's dial timeout, and a
+// resource manager with HostLimits. cfg's listen addresses and key are
+// ignored.
+//
+// They exist so that a host on another transport — netsim's simulated
+// network — runs the production configuration: pass them to
+// netsim.Network.NewLibp2pHost.
+//
+// The resource manager is created when the options are applied. libp2p.New
+// does not close it when it fails after that; a caller that builds the host
+// itself from a libp2p.Config must close Config.ResourceManager on failure,
+// as NewHost does.
+func HostOptions(cfg HostConfig) []libp2p.Option {
+	cfg.setDefaults()
+	limits := HostLimits(cfg)
+	return []libp2p.Option{
+		libp2p.DisableRelay(),
+		func(c *libp2p.Config) error {
+			mgr, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits))
+			if err != nil {
+				return fmt.Errorf("market host: resource manager: %w", err)
+			}
+			if err := c.Apply(libp2p.ResourceManager(mgr)); err != nil {
+				_ = mgr.Close()
+				return fmt.Errorf("market host: resource manager: %w", err)
+			}
+			return nil
+		},
+		libp2p.ConnectionManager(connmgr.NullConnMgr{}),
+		libp2p.DisableMetrics(),
+		libp2p.Ping(false),
+		libp2p.ForceReachabilityPublic(),
+		libp2p.DisableIdentifyAddressDiscovery(),
+		libp2p.WithDialTimeout(cfg.DialTimeout),
+	}
+}
+
 // NewHost returns a slim libp2p host for the market: TCP only, Noise, yamux,
-// listening on exactly cfg.ListenAddrs, with no relay, no QUIC, WebTransport
-// or WebRTC, no NAT port mapping or hole punching, no AutoNAT probing (a
-// region server is reachable by definition), no ping service, no metrics,
-// a null connection manager (leaders keep few long-lived connections), and a
-// resource manager with fixed limits, the same on every machine.
+// listening on exactly cfg.ListenAddrs, with no QUIC, WebTransport or
+// WebRTC, no NAT port mapping or hole punching, and HostOptions: no relay,
+// no AutoNAT probing, no ping service, no metrics, a null connection
+// manager, and a resource manager with fixed limits (HostLimits), the same
+// on every machine.
 func NewHost(cfg HostConfig) (host.Host, error) {
 	if len(cfg.ListenAddrs) == 0 {
 		return nil, errors.New("market host: field \"listen_addrs\" is required")
@@ -57,46 +145,25 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if cfg.PrivKey == nil {
 		return nil, errors.New("market host: field \"priv_key\" is required")
 	}
-	if cfg.MaxMemory <= 0 {
-		cfg.MaxMemory = 64 << 20
-	}
-	if cfg.MaxFDs <= 0 {
-		cfg.MaxFDs = 256
-	}
-	if cfg.MarketStreams <= 0 {
-		cfg.MarketStreams = 512
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 10 * time.Second
-	}
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	n := cfg.MarketStreams
-	limits.AddProtocolLimit(protocol.ID(ProtocolID),
-		rcmgr.BaseLimit{StreamsInbound: n, StreamsOutbound: n, Streams: 2 * n, Memory: int64(2*n) * MaxMessageSize},
-		rcmgr.BaseLimitIncrease{})
-	limiter := rcmgr.NewFixedLimiter(limits.Scale(cfg.MaxMemory, cfg.MaxFDs))
-	mgr, err := rcmgr.NewResourceManager(limiter)
-	if err != nil {
-		return nil, fmt.Errorf("market host: resource manager: %w", err)
-	}
-	h, err := libp2p.New(
+	opts := append([]libp2p.Option{
 		libp2p.Identity(cfg.PrivKey),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.DisableRelay(),
-		libp2p.ResourceManager(mgr),
-		libp2p.ConnectionManager(connmgr.NullConnMgr{}),
-		libp2p.DisableMetrics(),
-		libp2p.Ping(false),
-		libp2p.ForceReachabilityPublic(),
-		libp2p.DisableIdentifyAddressDiscovery(),
-		libp2p.WithDialTimeout(cfg.DialTimeout),
-	)
+	}, HostOptions(cfg)...)
+	// libp2p.New, built by hand so that a failure closes the resource
+	// manager, which libp2p leaves running.
+	var c libp2p.Config
+	err := c.Apply(append(opts, libp2p.FallbackDefaults)...)
+	var h host.Host
+	if err == nil {
+		h, err = c.NewNode()
+	}
 	if err != nil {
-		_ = mgr.Close()
+		if c.ResourceManager != nil {
+			_ = c.ResourceManager.Close()
+		}
 		return nil, fmt.Errorf("market host: %w", err)
 	}
 	return h, nil

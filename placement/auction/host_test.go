@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"maps"
 	"runtime"
 	"strings"
 	"testing"
@@ -11,8 +13,11 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
 
@@ -149,5 +154,135 @@ func TestContactRoundTrip(t *testing.T) {
 	}
 	if _, err := EncodeContact(peer.AddrInfo{ID: id}); err == nil {
 		t.Errorf("encoded a contact without addresses")
+	}
+}
+
+// scopeLimit returns the limit of a resource manager scope.
+func scopeLimit(t *testing.T, s network.ResourceScope) rcmgr.Limit {
+	t.Helper()
+	l, ok := s.(rcmgr.ResourceScopeLimiter)
+	if !ok {
+		t.Fatalf("scope %T does not expose its limit", s)
+	}
+	return l.Limit()
+}
+
+// A host's resource manager has fixed limits: the file descriptors and
+// the market protocol's streams are what HostConfig says, whatever the
+// machine (libp2p's default manager would scale them to its memory and
+// file descriptor limit: 10,000 descriptors on a machine whose limit is
+// 20,000), and the whole system scope is HostLimits'.
+func TestNewHostHasFixedLimits(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     HostConfig
+		fds     int
+		streams int
+	}{
+		{"defaults", HostConfig{}, 256, 512},
+		{"configured", HostConfig{MaxFDs: 1000, MarketStreams: 7}, 1000, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.ListenAddrs, cfg.PrivKey = []string{"/ip4/127.0.0.1/tcp/0"}, key
+			h, err := NewHost(cfg)
+			if err != nil {
+				t.Fatalf("NewHost: %v", err)
+			}
+			defer h.Close()
+			rm := h.Network().ResourceManager()
+			want := HostLimits(cfg).ToPartialLimitConfig()
+			if err := rm.ViewSystem(func(s network.ResourceScope) error {
+				got := scopeLimit(t, s)
+				if got.GetFDLimit() != tc.fds {
+					t.Errorf("system FD limit = %d, want %d", got.GetFDLimit(), tc.fds)
+				}
+				if w := want.System.Build(rcmgr.BaseLimit{}); *got.(*rcmgr.BaseLimit) != w {
+					t.Errorf("system limits = %+v, want HostLimits' %+v", got, w)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := rm.ViewProtocol(ProtocolID, func(s network.ProtocolScope) error {
+				got := scopeLimit(t, s)
+				if in, out, all := got.GetStreamLimit(network.DirInbound), got.GetStreamLimit(network.DirOutbound), got.GetStreamTotalLimit(); in != tc.streams || out != tc.streams || all != 2*tc.streams {
+					t.Errorf("market streams limit = %d in, %d out, %d in all; want %d, %d, %d", in, out, all, tc.streams, tc.streams, 2*tc.streams)
+				}
+				if got.GetMemoryLimit() != int64(2*tc.streams)*MaxMessageSize {
+					t.Errorf("market memory limit = %d, want %d", got.GetMemoryLimit(), int64(2*tc.streams)*MaxMessageSize)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// libp2pMetrics returns every libp2p metric in Prometheus's default
+// registry (where libp2p registers when metrics are on) with its value, but
+// for the event bus's, which libp2p registers even with metrics off.
+func libp2pMetrics(t *testing.T) map[string]string {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !strings.HasPrefix(name, "libp2p_") || strings.HasPrefix(name, "libp2p_eventbus_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[name+m.String()] = m.String()
+		}
+	}
+	return out
+}
+
+// A host keeps no metrics: connecting two hosts and trading a stream leaves
+// libp2p's Prometheus metrics (swarm, identify, resource manager) as they
+// were.
+func TestNewHostKeepsNoMetrics(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	before := libp2pMetrics(t)
+	a, b := newTestHost(t), newTestHost(t)
+	defer a.Close()
+	defer b.Close()
+	b.SetStreamHandler(ProtocolID, func(s network.Stream) {
+		defer s.Close()
+		_, _ = io.Copy(s, s)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := a.NewStream(ctx, b.ID(), ProtocolID)
+	if err != nil {
+		// NewStream dials with the addresses in the peerstore.
+		a.Peerstore().AddAddrs(b.ID(), b.Addrs(), time.Minute)
+		if s, err = a.NewStream(ctx, b.ID(), ProtocolID); err != nil {
+			t.Fatalf("NewStream: %v", err)
+		}
+	}
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	after := libp2pMetrics(t)
+	if !maps.Equal(before, after) {
+		for k := range after {
+			if before[k] != after[k] {
+				t.Errorf("libp2p recorded metric %s", k)
+			}
+		}
 	}
 }

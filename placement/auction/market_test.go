@@ -642,6 +642,57 @@ func TestReplyChecks(t *testing.T) {
 	}
 }
 
+// A bid must name the escrow the award and a release will name (the trade
+// reference): an offer whose escrow has another ID is not taken, and the
+// item is released at the seller at once.
+func TestBidNamingAnotherEscrowIsNotTaken(t *testing.T) {
+	bid := func(w *world, escrow string) *Envelope {
+		return &Envelope{Version: Version, Kind: KindBid, Auction: "A1", From: "eu-west-1", To: "us-east-1",
+			Term: 1, Sent: w.now, Bid: &Bid{Items: []BidItem{{Item: "job-1", Node: "euw1-a", Compute: 200, Price: 900,
+				Expiry: w.now.Add(time.Minute), Escrow: escrow}}}}
+	}
+	awarded := func(w *world) bool {
+		return slices.ContainsFunc(w.trace, func(l string) bool { return strings.Contains(l, "us-east-1 commit RecordAward(job-1)") })
+	}
+	for _, tc := range []struct {
+		escrow string
+		taken  bool
+	}{
+		{"us-east-1/A1/job-1", true},
+		{"eu-west-1/A1/job-1", false},
+		{"us-east-1/A1/job-2", false},
+	} {
+		t.Run(tc.escrow, func(t *testing.T) {
+			w := twoRegions(t, Config{})
+			buyer := w.regions["us-east-1"]
+			w.start("us-east-1", "A1", []string{"eu-west-1"}, w.job("us-east-1", "job-1", 100))
+			id := buyer.m.Ready().Messages[0].ID // the call is never delivered
+			if err := buyer.m.HandleReply(w.now, id, bid(w, tc.escrow)); err != nil {
+				t.Fatalf("HandleReply: %v", err)
+			}
+			w.collect()
+			if got := awarded(w); got != tc.taken {
+				t.Fatalf("awarded = %v, want %v:\n%s", got, tc.taken, w.dumpTrace())
+			}
+			if tc.taken {
+				return
+			}
+			var released []string
+			for _, f := range w.queue {
+				if f.env.Kind == KindRelease && f.to == "eu-west-1" {
+					released = append(released, f.env.Release.Items...)
+				}
+			}
+			if !slices.Equal(released, []string{"job-1"}) {
+				t.Errorf("released %v at the seller, want [job-1]", released)
+			}
+			if un := w.eventsOf(EventUnplaced); len(un) != 1 {
+				t.Errorf("unplaced = %+v, want 1 (the only offer named another escrow)", un)
+			}
+		})
+	}
+}
+
 func TestStartAuctionValidation(t *testing.T) {
 	w := twoRegions(t, Config{})
 	m := w.regions["us-east-1"].m

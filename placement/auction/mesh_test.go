@@ -223,7 +223,8 @@ func (s *simMesh) newHost(region string) host.Host {
 		if err != nil {
 			s.t.Fatalf("AddEndpoint: %v", err)
 		}
-		h, err := s.net.NewLibp2pHost(ep)
+		// The production host's options, over netsim's wire.
+		h, err := s.net.NewLibp2pHost(ep, HostOptions(HostConfig{})...)
 		if err != nil {
 			s.t.Fatalf("NewLibp2pHost: %v", err)
 		}

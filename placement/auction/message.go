@@ -14,11 +14,20 @@ import (
 )
 
 // ProtocolID is the libp2p stream protocol of the market. The last component
-// is the wire version; a change that old peers cannot read gets a new ID.
-const ProtocolID = "/meridian/market/1.0.0"
+// is the wire version; a change that old peers cannot read, or that makes
+// what they send unreadable, gets a new ID and a new Version. (2.0.0: a
+// bid names its escrow, BidItem.Escrow, which version 1 sellers do not
+// send.)
+const ProtocolID = "/meridian/market/2.0.0"
 
-// Version is the envelope version this package writes and accepts.
-const Version = 1
+// Version is the envelope version this package writes and accepts; it
+// changes with ProtocolID's major version.
+const Version = 2
+
+// MaxEscrowIDLen bounds BidItem.Escrow: an escrow ID is a trade reference
+// buyer/auction/item (TradeRef.String), three names of at most MaxIDLen
+// bytes and two slashes.
+const MaxEscrowIDLen = 3*MaxIDLen + 2
 
 // MaxMessageSize bounds an encoded envelope. Readers refuse a longer frame
 // before reading it into memory.
@@ -163,6 +172,12 @@ type BidItem struct {
 	Price float64 `msgpack:"p"`
 	// Expiry is when the escrow lapses by itself (seller's clock).
 	Expiry time.Time `msgpack:"x"`
+	// Escrow is the ID of the escrow the seller committed for the offer
+	// before it answered. Escrow IDs are trade references (TradeRef.String
+	// of buyer, auction, item), which Award, Release and Cancel name by
+	// their envelope and item: the buyer takes an offer only if its escrow
+	// is the one they will name.
+	Escrow string `msgpack:"e"`
 }
 
 // Decline says why a seller did not bid on an item.
@@ -530,6 +545,12 @@ func (b *Bid) validate() error {
 		}
 		if err := checkTime(prefix+"expiry", it.Expiry); err != nil {
 			return err
+		}
+		switch {
+		case it.Escrow == "":
+			return fieldErr(prefix+"escrow", "must not be empty")
+		case len(it.Escrow) > MaxEscrowIDLen:
+			return fieldErr(prefix+"escrow", fmt.Sprintf("longer than %d bytes", MaxEscrowIDLen))
 		}
 	}
 	return validateDeclines("bid.declined", b.Declined, seen)

@@ -33,7 +33,8 @@ func sampleEnvelopes() []*Envelope {
 		Deadline: sent.Add(time.Second)}
 	bid := hdr(KindBid)
 	bid.From, bid.To = bid.To, bid.From
-	bid.Bid = &Bid{Items: []BidItem{{Item: "job-1", Node: "euw1-a", Compute: 200, GPUType: "A100", Price: 812.5, Expiry: sent.Add(11 * time.Second)}},
+	bid.Bid = &Bid{Items: []BidItem{{Item: "job-1", Node: "euw1-a", Compute: 200, GPUType: "A100", Price: 812.5, Expiry: sent.Add(11 * time.Second),
+		Escrow: "us-east-1/us-east-1/3/17/job-1"}},
 		Declined: []Decline{{Item: "lease-1", Reason: "no node has the free capacity"}}}
 	nobid := hdr(KindNoBid)
 	nobid.From, nobid.To = nobid.To, nobid.From
@@ -130,7 +131,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		field string
 		want  error
 	}{
-		{"version", func() *Envelope { e := clone(0); e.Version = 2; return e }(), "version", ErrVersion},
+		{"version", func() *Envelope { e := clone(0); e.Version = 1; return e }(), "version", ErrVersion},
 		{"kind", func() *Envelope { e := clone(0); e.Kind = 42; return e }(), "kind", ErrUnknownKind},
 		{"from", func() *Envelope { e := clone(0); e.From = ""; return e }(), "from", ErrMalformed},
 		{"to self", func() *Envelope { e := clone(0); e.To = e.From; return e }(), "to", ErrMalformed},
@@ -147,6 +148,12 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"lease without duration", func() *Envelope { e := clone(0); e.CallForBids.Items[1].Job.Duration = 0; return e }(), "call_for_bids.items[1].job.duration", ErrMalformed},
 		{"bid price", func() *Envelope { e := clone(1); e.Bid.Items[0].Price = 0; return e }(), "bid.items[0].price", ErrMalformed},
 		{"bid expiry", func() *Envelope { e := clone(1); e.Bid.Items[0].Expiry = time.Time{}; return e }(), "bid.items[0].expiry", ErrMalformed},
+		{"bid without escrow", func() *Envelope { e := clone(1); e.Bid.Items[0].Escrow = ""; return e }(), "bid.items[0].escrow", ErrMalformed},
+		{"bid escrow too long", func() *Envelope {
+			e := clone(1)
+			e.Bid.Items[0].Escrow = strings.Repeat("x", MaxEscrowIDLen+1)
+			return e
+		}(), "bid.items[0].escrow", ErrMalformed},
 		{"award lease without job", func() *Envelope { e := clone(3); e.Award.Items[1].Job = nil; return e }(), "award.items[1].lease", ErrMalformed},
 		{"ack status", func() *Envelope { e := clone(4); e.Ack.Items[0].Status = 99; return e }(), "ack.items[0].status", ErrMalformed},
 		{"status query empty", func() *Envelope { e := clone(7); e.StatusQuery.Items = nil; return e }(), "status_query.items", ErrMalformed},

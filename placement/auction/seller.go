@@ -154,7 +154,7 @@ func (m *Market) onCallForBids(now time.Time, in Inbound) {
 				e.state = escrowHeld
 				n := nodes[rec.Trade]
 				bid.Items = append(bid.Items, BidItem{Item: rec.Trade.Item, Node: rec.Node, Compute: n.Free.ComputePerHour,
-					GPUType: n.GPUType, Price: rec.Price, Expiry: rec.Expiry})
+					GPUType: n.GPUType, Price: rec.Price, Expiry: rec.Expiry, Escrow: rec.Trade.String()})
 				m.emit(m.escrowEvent(now, EventEscrowHeld, rec, ""))
 			}
 		}
