@@ -107,10 +107,12 @@ func (a *Agent) dropWaiter(id string, w chan struct{}) {
 // ledgerErr maps a consensus error to the API's sentinels.
 func ledgerErr(err error) error {
 	switch {
+	// The ledger's message starts with its sentinel ("conflict: job ..."),
+	// the API's end with theirs, which is the same word: say it once.
 	case errors.Is(err, consensus.ErrConflict):
-		return fmt.Errorf("%v: %w", err, api.ErrConflict)
+		return fmt.Errorf("%s: %w", strings.TrimPrefix(err.Error(), consensus.ErrConflict.Error()+": "), api.ErrConflict)
 	case errors.Is(err, consensus.ErrNotFound):
-		return fmt.Errorf("%v: %w", err, api.ErrNotFound)
+		return fmt.Errorf("%s: %w", strings.TrimPrefix(err.Error(), consensus.ErrNotFound.Error()+": "), api.ErrNotFound)
 	case errors.Is(err, consensus.ErrInvalid):
 		var ce *consensus.CommandError
 		if errors.As(err, &ce) {

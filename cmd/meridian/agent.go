@@ -79,13 +79,22 @@ func defaultAgentConfig() agentConfig {
 	}
 }
 
-func newAgentCmd() *cobra.Command {
+func newAgentCmd() *cobra.Command { return newAgentCommand(thisMachine(), runAgent) }
+
+// agentRunner runs an agent of the final configuration; fingerprinted says
+// which resources were read off the machine.
+type agentRunner func(ctx context.Context, stderr io.Writer, c agentConfig, fingerprinted []string) error
+
+// newAgentCommand builds `meridian agent` with the machine its resource
+// defaults are read from and what runs the agent: tests give their own of
+// both.
+func newAgentCommand(m machine, start agentRunner) *cobra.Command {
 	cfg := defaultAgentConfig()
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a Meridian agent on this machine",
-		Long: `Run a Meridian agent: it joins the mesh through gossip, takes part in its
+		Long: fmt.Sprintf(`Run a Meridian agent: it joins the mesh through gossip, takes part in its
 region's Raft group if it is a server, offers this machine's capacity and runs
 the allocations placed on it, and serves the HTTP API.
 
@@ -93,18 +102,25 @@ A one-machine cluster:
 
   meridian agent --region us-east-1 --server --bootstrap-expect 1
 
+It offers this machine's resources unless told otherwise: compute %g
+tasks/hour per CPU, the free disk space of --data-dir as storage, %g GB/s
+(10 Gb/s) of bandwidth, at $%g per CPU per hour. --compute 0 makes a node
+that runs nothing (a server that only coordinates).
+
 Flags override the configuration file given with --config (JSON with the
-flags' names in snake case, e.g. {"region": "us-east-1", "join": ["10.0.0.5:7946"]}).`,
+flags' names in snake case, e.g. {"region": "us-east-1", "join": ["10.0.0.5:7946"]}).`, computePerCPU, defaultBandwidthGBs, pricePerCPU),
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, fileSet := cfg, map[string]bool{}
 			if configFile != "" {
-				fileCfg, fileSet, err := loadAgentConfig(configFile)
+				fileCfg, set, err := loadAgentConfig(configFile)
 				if err != nil {
 					return err
 				}
-				cfg = mergeAgentConfig(fileCfg, fileSet, cfg, cmd.Flags())
+				c, fileSet = mergeAgentConfig(fileCfg, set, cfg, cmd.Flags()), set
 			}
-			return runAgent(cmd.Context(), cmd.ErrOrStderr(), cfg)
+			c, filled := fingerprint(c, func(name string) bool { return fileSet[name] || cmd.Flags().Changed(name) }, m)
+			return start(cmd.Context(), cmd.ErrOrStderr(), c, filled)
 		},
 	}
 	f := cmd.Flags()
@@ -123,10 +139,13 @@ flags' names in snake case, e.g. {"region": "us-east-1", "join": ["10.0.0.5:7946
 	f.StringVar(&cfg.AdvertiseP2P, "advertise-p2p", cfg.AdvertiseP2P, "libp2p address other regions use")
 	f.StringVar(&cfg.HTTP, "http", cfg.HTTP, "HTTP API bind address")
 	f.StringVar(&cfg.AdvertiseHTTP, "advertise-http", cfg.AdvertiseHTTP, "HTTP API address other nodes use")
-	f.Float64Var(&cfg.Compute, "compute", cfg.Compute, "compute this machine offers, tasks/hour (0 offers none)")
-	f.Float64Var(&cfg.StorageGB, "storage-gb", cfg.StorageGB, "storage this machine offers, GB")
-	f.Float64Var(&cfg.BandwidthGBs, "bandwidth-gbs", cfg.BandwidthGBs, "network bandwidth this machine offers, GB/s")
-	f.Float64Var(&cfg.PricePerHour, "price-per-hour", cfg.PricePerHour, "what this machine costs, US dollars per hour")
+	// The resource defaults are read off the machine when the agent starts
+	// (fingerprint), after the data dir is known; the flags' own defaults
+	// stay 0 so that the help does not print a misleading one.
+	f.Float64Var(&cfg.Compute, "compute", cfg.Compute, fmt.Sprintf("compute this machine offers, tasks/hour (default %g per CPU, %g here; 0 offers none and runs nothing)", computePerCPU, computePerCPU*float64(max(m.cpus, 1))))
+	f.Float64Var(&cfg.StorageGB, "storage-gb", cfg.StorageGB, fmt.Sprintf("storage this machine offers, GB (default: the data dir's free disk space, or %g GB where it cannot be read)", fallbackStorageGB))
+	f.Float64Var(&cfg.BandwidthGBs, "bandwidth-gbs", cfg.BandwidthGBs, fmt.Sprintf("network bandwidth this machine offers, GB/s (default %g, a 10 Gb/s interface)", defaultBandwidthGBs))
+	f.Float64Var(&cfg.PricePerHour, "price-per-hour", cfg.PricePerHour, fmt.Sprintf("what this machine costs, US dollars per hour, above 0 when it offers compute (default %g per CPU)", pricePerCPU))
 	f.IntVar(&cfg.GPUs, "gpus", cfg.GPUs, "GPUs this machine offers")
 	f.StringVar(&cfg.GPUType, "gpu-type", cfg.GPUType, "GPU model, e.g. A100")
 	f.Float64Var(&cfg.LocalReserve, "local-reserve", cfg.LocalReserve, "share of the region's compute (below 1) the leader keeps for work only it can serve; 0 for the default (0.5), negative for none")
@@ -250,6 +269,11 @@ func agentNodeConfig(c agentConfig, logger *slog.Logger) (node.Config, error) {
 	if !res.IsZero() && c.Compute == 0 {
 		return node.Config{}, usageErrorf("--compute must be set when the node offers other resources")
 	}
+	if c.Compute > 0 && c.PricePerHour == 0 {
+		// Placement skips a node priced 0 (its cost efficiency would be
+		// infinite), so such a node would never run anything.
+		return node.Config{}, usageErrorf("--price-per-hour 0: a node that offers compute needs a price above 0 (leave it out for the default, $%g per CPU)", pricePerCPU)
+	}
 	switch {
 	case math.IsNaN(c.LocalReserve) || math.IsInf(c.LocalReserve, 0) || c.LocalReserve >= 1:
 		return node.Config{}, usageErrorf("--local-reserve %v: want a share below 1 (0 for the default, negative for none)", c.LocalReserve)
@@ -316,7 +340,7 @@ func newLogger(w io.Writer, level string, asJSON bool) (*slog.Logger, error) {
 
 // runAgent runs the agent until SIGINT or SIGTERM: the first signal leaves
 // the mesh gracefully, a second one exits at once.
-func runAgent(ctx context.Context, stderr io.Writer, c agentConfig) error {
+func runAgent(ctx context.Context, stderr io.Writer, c agentConfig, fingerprinted []string) error {
 	logger, err := newLogger(stderr, c.LogLevel, c.LogJSON)
 	if err != nil {
 		return err
@@ -335,6 +359,15 @@ func runAgent(ctx context.Context, stderr io.Writer, c agentConfig) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "meridian agent %s (%s) in region %s: API on http://%s\n", ncfg.Name, map[bool]string{true: "server", false: "worker"}[ncfg.Server], ncfg.Region, a.HTTPAddr())
+	if r := ncfg.Resources; r.IsZero() {
+		fmt.Fprintln(stderr, "offering no resources (--compute 0): this node runs nothing")
+	} else {
+		fmt.Fprintf(stderr, "offering compute %g tasks/hour, storage %g GB, bandwidth %g GB/s, %d GPUs at %s/hour\n",
+			r.ComputePerHour, r.StorageGB, r.BandwidthGBps, r.GPUs, usd(ncfg.PricePerHour))
+	}
+	for _, f := range fingerprinted {
+		logger.Info("resource default read off the machine", "default", f)
+	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -53,6 +54,10 @@ type netsimOptions struct {
 	market         bool
 	logLevel       string
 	jobSeconds     int
+	// progressEvery is how often the progress line is printed; 0 for 1 s
+	// on a terminal (where the line redraws itself), 10 s elsewhere (a log
+	// file gets one line per interval).
+	progressEvery time.Duration
 }
 
 func newNetsimCmd() *cobra.Command {
@@ -97,6 +102,10 @@ A summary is printed at the end (and written with --summary-json).`,
 	f.BoolVar(&o.market, "market", o.market, "let regions trade capacity")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "agents' log level: debug, info, warn, error")
 	f.IntVar(&o.jobSeconds, "job-seconds", o.jobSeconds, "real seconds each batch of demand runs for")
+	// Hidden: a test watches the progress line without waiting 10 s for
+	// it; an operator has no use for it.
+	f.DurationVar(&o.progressEvery, "progress-interval", o.progressEvery, "how often to print the progress line (0: 1s on a terminal, 10s otherwise)")
+	_ = f.MarkHidden("progress-interval")
 	cmd.AddCommand(newNetsimFaultCmd("partition", "REGION", "Cut a region off from every other region"),
 		newNetsimFaultCmd("isolate", "NODE", "Cut one node off from every other node"),
 		newNetsimFaultCmd("crash", "NODE", "Crash a node (it keeps its data dir)"),
@@ -153,6 +162,8 @@ func (o netsimOptions) check() error {
 		return usageErrorf("--load %v: want a positive fraction up to 10", o.load)
 	case o.jobSeconds < 1 || o.jobSeconds > 3600:
 		return usageErrorf("--job-seconds %d: want 1 to 3600", o.jobSeconds)
+	case o.progressEvery < 0:
+		return usageErrorf("--progress-interval %v: must not be negative", o.progressEvery)
 	}
 	return nil
 }
@@ -199,6 +210,28 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	}
 	if err := wcfg.SetWorkload(o.workload); err != nil {
 		return &usageError{err: fmt.Errorf("--workload: %w", err)}
+	}
+	// Open the summary file now, so that a path it cannot be written to
+	// is refused before the run rather than reported after it. It is
+	// filled at the end; until then it keeps what it held.
+	var summaryFile *os.File
+	if o.summaryJSON != "" {
+		_, statErr := os.Stat(o.summaryJSON)
+		f, err := os.OpenFile(o.summaryJSON, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return &usageError{err: fmt.Errorf("--summary-json: %w", err)}
+		}
+		summaryFile = f
+		defer func() {
+			if summaryFile == nil {
+				return // written
+			}
+			summaryFile.Close()
+			// A file this run created and never filled is not a summary.
+			if errors.Is(statErr, fs.ErrNotExist) {
+				os.Remove(o.summaryJSON)
+			}
+		}()
 	}
 	if ctx == nil {
 		ctx = context.Background()
@@ -358,14 +391,20 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 
 	interactive := isTerminal(stderr)
 	began := time.Now()
-	var cost float64
-	lastCost, lastAt := 0.0, began
-	progress := func(final bool) {
+	cost := costMeter{speed: o.speed}
+	cost.sample(began, 0) // nothing is placed yet
+	// meter samples what the live allocations cost now and returns the
+	// stats it read.
+	meter := func() simcluster.Stats {
 		st := c.Stats()
+		_, _, _, _, perHour, _ := st.Totals()
+		cost.sample(time.Now(), perHour)
+		return st
+	}
+	progress := func(final bool) {
+		st := meter()
 		now := time.Now()
-		cost += lastCost * now.Sub(lastAt).Hours() * o.speed
 		_, local, traded, pending, perHour, slo := st.Totals()
-		lastCost, lastAt = perHour, now
 		wl := start.Add(time.Duration(float64(now.Sub(began)) * o.speed))
 		line := fmt.Sprintf("[%s] workload %s UTC  submitted %d  placed locally %d  traded %d  pending %d  cost $%.0f/h  SLO %.1f%%",
 			now.Sub(began).Truncate(time.Second), wl.Format("15:04"), submitted.Load(), local, traded, pending, perHour, slo)
@@ -380,11 +419,20 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	}
 	blockTick := time.NewTicker(realBlock)
 	defer blockTick.Stop()
-	progTick := time.NewTicker(time.Second)
-	if !interactive {
-		progTick.Reset(10 * time.Second)
+	every := o.progressEvery
+	switch {
+	case every > 0:
+	case interactive:
+		every = time.Second
+	default:
+		every = 10 * time.Second
 	}
+	progTick := time.NewTicker(every)
 	defer progTick.Stop()
+	// The cost is sampled every second whatever the progress interval, so
+	// that the total follows allocations that start and end between lines.
+	costTick := time.NewTicker(time.Second)
+	defer costTick.Stop()
 	end := time.NewTimer(o.duration)
 	defer end.Stop()
 	block := 0
@@ -407,8 +455,12 @@ loop:
 			feed()
 		case <-progTick.C:
 			progress(false)
+		case <-costTick.C:
+			meter()
 		}
 	}
+	// The final line reads the mesh once more: the cost counts the
+	// allocations still running up to the end of the run.
 	progress(true)
 	inflight.Wait()
 
@@ -418,7 +470,7 @@ loop:
 		Regions: regions, Nodes: len(regions) * o.nodesPerRegion,
 		DurationS: time.Since(began).Seconds(), WorkloadHours: time.Since(began).Hours() * o.speed,
 		Submitted: submitted.Load(), Acked: acked.Load(), SubmitErrors: submitErrs.Load(),
-		PlacedLocal: local, Traded: traded, Pending: pending, CostUSD: cost, SLOPct: slo,
+		PlacedLocal: local, Traded: traded, Pending: pending, CostUSD: cost.total, SLOPct: slo,
 		PerRegion: st.Regions, Jobs: map[string]int{},
 	}
 	faultMu.Lock()
@@ -434,16 +486,54 @@ loop:
 	level.Set(slog.LevelError + 1)
 	c.Close()
 	printSummary(stdout, sum)
-	if o.summaryJSON != "" {
-		b, _ := json.MarshalIndent(sum, "", "  ")
-		if err := os.WriteFile(o.summaryJSON, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("--summary-json: %w", err)
+	if f := summaryFile; f != nil {
+		summaryFile = nil
+		if err := writeSummaryJSON(f, sum); err != nil {
+			return fmt.Errorf("--summary-json %s: %w", o.summaryJSON, err)
 		}
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		fmt.Fprintln(stderr, "interrupted")
 	}
 	return nil
+}
+
+// writeSummaryJSON replaces f's content with the summary and closes f.
+func writeSummaryJSON(f *os.File, sum netsimSummary) error {
+	b, err := json.MarshalIndent(sum, "", "  ")
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		_, err = f.WriteAt(append(b, '\n'), 0)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// costMeter integrates the cost per hour of the live allocations, sampled
+// now and then, into dollars of workload time. Between two samples the
+// rate is taken to change linearly (the trapezoid rule): an allocation
+// seen running at the last sample is counted up to it, as is one that
+// started since the one before, at half its rate for that stretch.
+type costMeter struct {
+	speed  float64 // workload seconds per real second
+	total  float64 // US dollars so far
+	at     time.Time
+	rate   float64 // $/h at the last sample
+	primed bool
+}
+
+// sample records that the live allocations cost perHour at t.
+func (m *costMeter) sample(t time.Time, perHour float64) {
+	if m.primed && t.After(m.at) {
+		m.total += (m.rate + perHour) / 2 * t.Sub(m.at).Hours() * m.speed
+	}
+	if !m.primed || t.After(m.at) {
+		m.at, m.rate, m.primed = t, perHour, true
+	}
 }
 
 func btoi(b bool) int {
