@@ -213,10 +213,16 @@ func writeTrades(w io.Writer, trades []api.Trade) error {
 		return err
 	}
 	tw := newTable(w)
-	writeRow(tw, "ID", "JOB", "BUYER", "SELLER", "NODE", "STATE", "COMPUTE/H", "PRICE/H", "SCORE", "UPDATED")
+	// PRICE/H is per hour of the seller's whole node, COST/H what the
+	// traded work pays; SCORE is known to the buyer only.
+	writeRow(tw, "ID", "JOB", "BUYER", "SELLER", "NODE", "STATE", "COMPUTE/H", "PRICE/H", "COST/H", "SCORE", "UPDATED")
 	for _, t := range trades {
+		score := "-"
+		if t.Score != 0 {
+			score = strconv.FormatFloat(t.Score, 'g', 4, 64)
+		}
 		writeRow(tw, t.ID, t.JobID, t.BuyerRegion, t.SellerRegion, orDash(t.Node), string(t.State),
-			qty(t.Resources.ComputePerHour), usd(t.PricePerHour), strconv.FormatFloat(t.Score, 'g', 4, 64), when(t.UpdatedAt))
+			qty(t.Resources.ComputePerHour), usd(t.PricePerHour), usd(t.CostPerHour), score, when(t.UpdatedAt))
 	}
 	return tw.Flush()
 }

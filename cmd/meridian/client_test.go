@@ -424,10 +424,10 @@ func TestMeshCommands(t *testing.T) {
 	}
 
 	a.svc.SetTrades([]api.Trade{{ID: "t1", JobID: "j2", BuyerRegion: "us-east-1", SellerRegion: "eu-west-1", Node: "n2",
-		State: api.TradeCommitted, Resources: placement.Resources{ComputePerHour: 40}, PricePerHour: 1.25, Score: 32, UpdatedAt: cliNow}})
+		State: api.TradeCommitted, Resources: placement.Resources{ComputePerHour: 40}, PricePerHour: 1.25, CostPerHour: 0.5, Score: 32, UpdatedAt: cliNow}})
 	r = runClient(t, "", "trades", "--addr", a.addr)
 	wantCode(t, r, 0)
-	if !regexp.MustCompile(`(?m)^t1\s+j2\s+us-east-1\s+eu-west-1\s+n2\s+committed\s+40\s+\$1\.25\s+32\s+2026-03-01T12:00:00Z$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)^t1\s+j2\s+us-east-1\s+eu-west-1\s+n2\s+committed\s+40\s+\$1\.25\s+\$0\.50\s+32\s+2026-03-01T12:00:00Z$`).MatchString(r.stdout) {
 		t.Errorf("trades stdout:\n%s", r.stdout)
 	}
 }
