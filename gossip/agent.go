@@ -80,6 +80,12 @@ func Start(cfg Config) (*Agent, error) {
 	conf.Name = cfg.Name
 	conf.BindAddr, conf.BindPort = cfg.BindAddr, cfg.BindPort
 	conf.AdvertiseAddr, conf.AdvertisePort = cfg.AdvertiseAddr, cfg.AdvertisePort
+	if ip := net.ParseIP(cfg.BindAddr); cfg.Transport == nil && conf.AdvertiseAddr == "" && ip != nil && ip.IsUnspecified() {
+		// Bound to every interface: advertise the address the node's
+		// other channels advertise too, not memberlist's own pick, which
+		// may be an IPv6 address that IPv4-bound peers cannot reach.
+		conf.AdvertiseAddr = AdvertiseIP().String()
+	}
 	conf.Logger = newMemberlistLogger(cfg.Logger)
 	conf.EnableCompression = !cfg.DisableCompression
 	keyring, err := agentKeyring(&cfg)
@@ -345,19 +351,26 @@ func (a *Agent) repairRecords() {
 // republish re-issues our record when a peer holds a newer version of it
 // (we restarted with a clock behind our last version; it goes out as a
 // broadcast), or when our coordinate moved away from the published one (it
-// goes out by push/pull only).
+// goes out by push/pull only). The view re-issues it with the capacity it
+// holds at that moment: a copy read before a concurrent SetCapacity would
+// revert that capacity, and the node, which compares with what it last set,
+// would not set it again.
 func (a *Agent) republish() {
-	e, ok := a.view.localRecord()
-	if !ok {
-		return
-	}
-	if a.view.needsRepublish() {
-		a.setCapacity(e.rec.Capacity, true, true)
-		return
-	}
 	cur := a.coord.GetCoordinate()
-	if e.rec.Coordinate == nil || !e.rec.Coordinate.IsCompatibleWith(cur) || e.rec.Coordinate.DistanceTo(cur) > coordinateRepublishDrift {
-		a.setCapacity(e.rec.Capacity, true, false)
+	broadcast := false
+	e, changed, err := a.view.reissueLocal(a.cfg.Region, cur, func(rec Record, behind bool) bool {
+		if behind {
+			broadcast = true
+			return true
+		}
+		return rec.Coordinate == nil || !rec.Coordinate.IsCompatibleWith(cur) || rec.Coordinate.DistanceTo(cur) > coordinateRepublishDrift
+	})
+	if err != nil {
+		a.log.Warn("gossip: could not re-issue the local record", "err", err)
+		return
+	}
+	if changed && broadcast {
+		a.queueRecord(e)
 	}
 }
 

@@ -68,7 +68,8 @@ type Config struct {
 	BindAddr string
 	BindPort int
 	// AdvertiseAddr and AdvertisePort are what peers use to reach this node;
-	// default: derived from the bind address.
+	// default: the bind address, or AdvertiseIP when bound to every
+	// interface (0.0.0.0 or ::).
 	AdvertiseAddr string
 	AdvertisePort int
 	// Transport replaces memberlist's UDP/TCP transport (netsim provides

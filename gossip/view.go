@@ -424,12 +424,19 @@ func (v *view) setLocalLocked(region string, c Capacity, coord *coordinate.Coord
 	return e, true, nil
 }
 
-// localRecord returns the local record, if any.
-func (v *view) localRecord() (entry, bool) {
+// reissueLocal issues a new version of the local record with the capacity
+// it holds and coord, when due says so for that record (behind: a peer
+// holds a newer version of it). The capacity is read under the same lock as
+// the write, so a concurrent setLocal is never reverted. It reports false
+// when nothing was issued.
+func (v *view) reissueLocal(region string, coord *coordinate.Coordinate, due func(rec Record, behind bool) bool) (entry, bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	e, ok := v.records[v.self]
-	return e, ok
+	cur, ok := v.records[v.self]
+	if !ok || !due(cur.rec, v.selfFloor > cur.rec.Version) {
+		return entry{}, false, nil
+	}
+	return v.setLocalLocked(region, cur.rec.Capacity, coord, true, false)
 }
 
 // needsRepublish reports whether a peer holds a newer version of our record

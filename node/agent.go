@@ -197,7 +197,7 @@ func Start(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			cleanup = append(cleanup, func() { a.host.Close() })
 			peerID = a.host.ID().String()
 			p2pAddr = advertisedP2PAddr(a.host)
-			if adv, err := cfg.Network.p2pAdvertise(); err != nil {
+			if adv, err := cfg.Network.p2pAdvertise(a.host); err != nil {
 				return nil, fmt.Errorf("node: %w", err)
 			} else if adv != "" {
 				p2pAddr = adv

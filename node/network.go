@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/meridian-mesh/meridian/consensus"
 	"github.com/meridian-mesh/meridian/gossip"
@@ -36,9 +38,9 @@ type Network interface {
 	listenHTTP() (net.Listener, string, error)
 	// dial connects to another node's HTTP API.
 	dial(ctx context.Context, network, addr string) (net.Conn, error)
-	// p2pAdvertise is the libp2p multiaddr to publish instead of the
-	// host's own, or "".
-	p2pAdvertise() (string, error)
+	// p2pAdvertise is the libp2p multiaddr to publish for h instead of
+	// one of the host's own, or "".
+	p2pAdvertise(h host.Host) (string, error)
 }
 
 // Ports a netsim node binds on its endpoint. They match the real defaults so
@@ -107,14 +109,16 @@ func (n netsimNetwork) dial(ctx context.Context, _, addr string) (net.Conn, erro
 	return n.ep.Dial(ctx, addr)
 }
 
-func (netsimNetwork) p2pAdvertise() (string, error) { return "", nil }
+func (netsimNetwork) p2pAdvertise(host.Host) (string, error) { return "", nil }
 
 // TCPConfig is where a real agent binds and what it advertises. Bind
 // addresses are "host:port"; an advertise address left empty is derived from
-// the bind address, and must then not be a wildcard (0.0.0.0).
+// the bind address, and for a bind address on every interface (0.0.0.0)
+// from gossip.AdvertiseIP, one choice for every channel (a private IPv4
+// address of the machine). An advertise address given always wins.
 type TCPConfig struct {
 	// GossipBind and GossipAdvertise: memberlist's UDP and TCP address
-	// (default 0.0.0.0:7946; memberlist picks a private IP to advertise).
+	// (default 0.0.0.0:7946).
 	GossipBind, GossipAdvertise string
 	// RaftBind and RaftAdvertise: Raft's TCP address (default
 	// 0.0.0.0:4647).
@@ -161,14 +165,25 @@ func (n tcpNetwork) configureGossip(cfg *gossip.Config) error {
 		return err
 	}
 	cfg.BindAddr, cfg.BindPort = h, p
-	if n.cfg.GossipAdvertise != "" {
+	switch {
+	case n.cfg.GossipAdvertise != "":
 		ah, ap, err := splitAddr("gossip advertise address", n.cfg.GossipAdvertise)
 		if err != nil {
 			return err
 		}
 		cfg.AdvertiseAddr, cfg.AdvertisePort = ah, ap
+	case wildcard(h):
+		// The same address Raft, libp2p and the API advertise; gossip
+		// keeps the bound port.
+		cfg.AdvertiseAddr = gossip.AdvertiseIP().String()
 	}
 	return nil
+}
+
+// wildcard reports whether a bind host means every interface.
+func wildcard(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 // advertised returns the address other nodes dial for a listener bound at
@@ -185,48 +200,11 @@ func advertised(field string, bound net.Addr, adv string) (string, error) {
 		return "", fmt.Errorf("%s is bound to %s, which other nodes cannot dial: set its advertise address", field, bound)
 	}
 	if ta.IP.IsUnspecified() {
-		// Bound to every interface: advertise the machine's private
-		// address, as memberlist does for gossip (and Consul for RPC).
-		return net.JoinHostPort(privateIP().String(), strconv.Itoa(ta.Port)), nil
+		// Bound to every interface: advertise the address every other
+		// channel of the node advertises.
+		return net.JoinHostPort(gossip.AdvertiseIP().String(), strconv.Itoa(ta.Port)), nil
 	}
 	return ta.String(), nil
-}
-
-// privateIP is the address a node bound to every interface advertises: the
-// first private IPv4 address of an interface that is up, else any
-// non-loopback IPv4 address, else the loopback address (a one-machine
-// cluster).
-func privateIP() net.IP {
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return net.IPv4(127, 0, 0, 1)
-	}
-	var public net.IP
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok || ipn.IP.To4() == nil || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
-				continue
-			}
-			if ipn.IP.IsPrivate() {
-				return ipn.IP.To4()
-			}
-			if public == nil {
-				public = ipn.IP.To4()
-			}
-		}
-	}
-	if public != nil {
-		return public
-	}
-	return net.IPv4(127, 0, 0, 1)
 }
 
 func (n tcpNetwork) raftLayer() (raft.StreamLayer, error) {
@@ -236,8 +214,13 @@ func (n tcpNetwork) raftLayer() (raft.StreamLayer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
-			adv = net.JoinHostPort(privateIP().String(), strconv.Itoa(p))
+		if wildcard(h) {
+			if p == 0 {
+				// The address is advertised before the listener picks
+				// a port.
+				return nil, fmt.Errorf("raft bind address %q: give a port, or a raft advertise address, when bound to every interface", n.cfg.RaftBind)
+			}
+			adv = net.JoinHostPort(gossip.AdvertiseIP().String(), strconv.Itoa(p))
 		}
 	}
 	return consensus.NewTCPStreamLayer(n.cfg.RaftBind, adv)
@@ -279,15 +262,15 @@ func (n tcpNetwork) listenHTTP() (net.Listener, string, error) {
 	return ln, adv, nil
 }
 
-func (n tcpNetwork) p2pAdvertise() (string, error) {
+func (n tcpNetwork) p2pAdvertise(h host.Host) (string, error) {
 	if n.cfg.P2PAdvertise == "" {
-		return "", nil
+		return n.p2pWildcardAdvertise(h)
 	}
-	h, p, err := splitAddr("p2p advertise address", n.cfg.P2PAdvertise)
+	ah, p, err := splitAddr("p2p advertise address", n.cfg.P2PAdvertise)
 	if err != nil {
 		return "", err
 	}
-	ip := net.ParseIP(h)
+	ip := net.ParseIP(ah)
 	if ip == nil || ip.IsUnspecified() {
 		return "", fmt.Errorf("p2p advertise address %q: the host must be an IP address other nodes can dial", n.cfg.P2PAdvertise)
 	}
@@ -295,6 +278,29 @@ func (n tcpNetwork) p2pAdvertise() (string, error) {
 		return fmt.Sprintf("/ip4/%s/tcp/%d", ip, p), nil
 	}
 	return fmt.Sprintf("/ip6/%s/tcp/%d", ip, p), nil
+}
+
+// p2pWildcardAdvertise is, for a host bound to every IPv4 interface, its
+// port at gossip.AdvertiseIP; "" for a host bound to one address (which it
+// publishes itself) or to every IPv6 one (its listener takes no IPv4).
+func (n tcpNetwork) p2pWildcardAdvertise(h host.Host) (string, error) {
+	bh, _, err := splitAddr("p2p bind address", n.cfg.P2PBind)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(bh); ip == nil || !ip.Equal(net.IPv4zero) {
+		return "", nil
+	}
+	for _, la := range h.Network().ListenAddresses() {
+		port, err := la.ValueForProtocol(ma.P_TCP)
+		if err != nil {
+			continue
+		}
+		if ip, err := manet.ToIP(la); err == nil && ip.To4() != nil {
+			return fmt.Sprintf("/ip4/%s/tcp/%s", gossip.AdvertiseIP(), port), nil
+		}
+	}
+	return "", fmt.Errorf("p2p bind address %q: the libp2p host listens on no IPv4 TCP address", n.cfg.P2PBind)
 }
 
 func (n tcpNetwork) dial(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -366,8 +366,13 @@ func (a *Agent) CancelJob(ctx context.Context, id string) (api.JobStatus, error)
 	return a.jobStatus(l, j), nil
 }
 
-// Nodes implements api.Service from gossip, with each node's allocation
-// count from this region's ledger where this node has it.
+// Nodes implements api.Service from gossip. A node's allocation count
+// comes from this region's ledger where this node holds it (a server, for
+// its own region's nodes); for any other node — another region's, or any
+// node when this one is a worker — it is the number of tasks the node
+// last reported running in its gossip record (Capacity.QueueLength), which
+// lags by up to the capacity interval and does not count capacity held
+// for a lease, rather than a 0 that says nothing.
 func (a *Agent) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -389,11 +394,13 @@ func (a *Agent) Nodes(ctx context.Context) ([]api.NodeStatus, error) {
 		if r, ok := records[m.Name]; ok {
 			ns.Total, ns.Free, ns.PricePerHour, ns.GPUType = r.Total, r.Free, r.PricePerHour, r.GPUType
 			ns.Leader = r.Market != nil && r.Market.Leader
+			ns.Allocations = r.QueueLength
 			if r.UpdatedAt.After(ns.UpdatedAt) {
 				ns.UpdatedAt = r.UpdatedAt
 			}
 		}
 		if l != nil && m.Region == a.cfg.Region {
+			ns.Allocations = 0
 			for _, al := range l.NodeAllocations(m.Name) {
 				if al.Live() {
 					ns.Allocations++

@@ -368,10 +368,12 @@ func (a *Agent) handOver(ctx context.Context) error {
 	}
 }
 
-// capacityLoop publishes the node's capacity in gossip when it changes, at
-// most once per CapacityInterval.
+// capacityLoop publishes the node's capacity in gossip when it differs from
+// the record gossip holds, at most once per CapacityInterval. It compares
+// with gossip's record rather than with what it last set, so a record that
+// changed under it (a re-issue from a stale copy, as gossip once made) is
+// put right at the next pass instead of never.
 func (a *Agent) capacityLoop() {
-	var last gossip.Capacity
 	var published bool
 	var lastAt time.Time
 	t := time.NewTicker(a.cfg.Tuning.CapacityInterval)
@@ -390,11 +392,12 @@ func (a *Agent) capacityLoop() {
 		// find this region's leader, and trust its messages, only from it.
 		due := urgent || time.Since(lastAt) >= a.cfg.Tuning.CapacityInterval
 		urgent = false
-		if !leaving && (!published || !capacityEqual(c, last)) && due {
+		held, ok := a.gossip.Record(a.cfg.Name)
+		if !leaving && (!ok || !capacityEqual(c, held.Capacity)) && due {
 			if _, err := a.gossip.SetCapacity(c); err != nil {
 				a.log.Warn("could not publish capacity", "err", err)
 			} else {
-				last, published, lastAt = c, true, time.Now()
+				published, lastAt = true, time.Now()
 			}
 		}
 		select {
