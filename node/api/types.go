@@ -143,7 +143,10 @@ type NodeStatus struct {
 	PricePerHour float64 `json:"price_per_hour"`
 	// GPUType names the node's accelerator model.
 	GPUType string `json:"gpu_type,omitempty"`
-	// Allocations counts the live allocations on the node.
+	// Allocations counts the live allocations on the node, from the
+	// region's ledger when the answering node holds it; for another
+	// region's node it is the tasks running there as gossip last reported
+	// (up to one capacity interval old, leases not counted).
 	Allocations int `json:"allocations"`
 	// Leader is true when the node leads its region's Raft group.
 	Leader bool `json:"leader"`
