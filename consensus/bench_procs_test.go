@@ -35,9 +35,10 @@ import (
 //	child:  addr ADDR                       its Raft address, once started
 //	parent: peer ID ADDR                    a server of the region   → ok
 //	parent: lead ID ADDR                    if leading, hand over to ID → ok
-//	parent: load START N INTERVAL PLAN SHARE OF FILE
-//	        send the proposals p < N with p%OF == SHARE at START+p×INTERVAL
-//	        (unix ns, ns), PLAN placements each, to this server; write
+//	parent: load START JOBS INTERVAL PLAN SHARE OF FILE
+//	        of the proposals placing jobs 0..JOBS-1, PLAN a proposal, send
+//	        those p with p%OF == SHARE at START+p×INTERVAL (unix ns, ns)
+//	        to this server; write
 //	        "p latency_ns" lines to FILE    → done, or err TEXT
 //	parent: cpu                             → cpu USER_NS SYS_NS used so far
 //
@@ -61,6 +62,28 @@ func benchPlacements(p, plan, n int) []Command {
 		cmds = append(cmds, PlaceJob{JobID: fmt.Sprintf("j%d", i), NodeID: fmt.Sprintf("n%d", i%benchNodes)})
 	}
 	return cmds
+}
+
+// seedBenchLedger registers the benchmark's nodes and submits its b.N jobs
+// through the leader, in large entries, ahead of the timed part.
+func seedBenchLedger(b *testing.B, leader *Server, maxBatch int) {
+	ctx := context.Background()
+	for i := range benchNodes {
+		if _, err := leader.Propose(ctx, RegisterNode{ID: fmt.Sprintf("n%d", i), Total: res(1e9, 1e9, 1e9, 1<<20), PricePerHour: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for lo := 0; lo < b.N; {
+		hi := min(lo+500, b.N)
+		cmds := make([]Command, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			cmds = append(cmds, SubmitJob{Job: job(fmt.Sprintf("j%d", i), 1, 0)})
+		}
+		if err := proposeChunks(ctx, leader, cmds, maxBatch); err != nil {
+			b.Fatal(err)
+		}
+		lo = hi
+	}
 }
 
 // proposePlan proposes a plan on s and returns its first error.
@@ -148,10 +171,14 @@ func benchServerLoad(s *Server, args []string, answer func(string, ...any)) erro
 		}
 		v[i] = n
 	}
-	start, n, interval, plan, share, of := time.Unix(0, v[0]), int(v[1]), time.Duration(v[2]), int(v[3]), int(v[4]), int(v[5])
+	start, jobs, interval, plan, share, of := time.Unix(0, v[0]), int(v[1]), time.Duration(v[2]), int(v[3]), int(v[4]), int(v[5])
+	if plan <= 0 || of <= 0 {
+		return fmt.Errorf("load: plan %d and share count %d must be positive", plan, of)
+	}
+	n := (jobs + plan - 1) / plan
 	latencies := make([]time.Duration, (n+of-1)/of)
 	err := openLoopFrom(start, func(p int, due time.Time) error {
-		err := proposePlan(context.Background(), s, benchPlacements(p, plan, n*plan))
+		err := proposePlan(context.Background(), s, benchPlacements(p, plan, jobs))
 		latencies[p/of] = time.Since(due)
 		return err
 	}, n, interval, share, of)
@@ -358,22 +385,7 @@ func benchmarkCommitProcs(b *testing.B, maxBatch, plan int, interval time.Durati
 		}
 	}()
 	ctx := context.Background()
-	for i := range benchNodes {
-		if _, err := leader.Propose(ctx, RegisterNode{ID: fmt.Sprintf("n%d", i), Total: res(1e9, 1e9, 1e9, 1<<20), PricePerHour: 1}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for lo := 0; lo < b.N; {
-		hi := min(lo+500, b.N)
-		cmds := make([]Command, 0, hi-lo)
-		for i := lo; i < hi; i++ {
-			cmds = append(cmds, SubmitJob{Job: job(fmt.Sprintf("j%d", i), 1, 0)})
-		}
-		if err := proposeChunks(ctx, leader, cmds, maxBatch); err != nil {
-			b.Fatal(err)
-		}
-		lo = hi
-	}
+	seedBenchLedger(b, leader, maxBatch)
 	entries0, cmds0 := leader.prop.entries.Load(), leader.prop.commands.Load()
 	stages := newStageRecorder(leader)
 	defer stages.stop()
@@ -398,7 +410,7 @@ func benchmarkCommitProcs(b *testing.B, maxBatch, plan int, interval time.Durati
 	files := make([]string, len(senders))
 	for i, c := range senders {
 		files[i] = filepath.Join(dir, c.id+".latencies")
-		if _, err := fmt.Fprintf(c.in, "load %d %d %d %d %d %d %s\n", start.UnixNano(), proposals, interval.Nanoseconds(), plan, i+1, of, files[i]); err != nil {
+		if _, err := fmt.Fprintf(c.in, "load %d %d %d %d %d %d %s\n", start.UnixNano(), b.N, interval.Nanoseconds(), plan, i+1, of, files[i]); err != nil {
 			b.Fatal(err)
 		}
 		go func() {

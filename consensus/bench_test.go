@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -321,23 +320,7 @@ func benchmarkCommit(b *testing.B, maxBatch, plan int, load loadFunc) {
 	defer closeAll(b, servers)
 	leader := leaderOf(servers)
 	ctx := context.Background()
-	for i := range benchNodes {
-		if _, err := leader.Propose(ctx, RegisterNode{ID: fmt.Sprintf("n%d", i), Total: res(1e9, 1e9, 1e9, 1<<20), PricePerHour: 1}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	// Submit the jobs ahead, in large entries, outside the timed part.
-	for lo := 0; lo < b.N; {
-		hi := min(lo+500, b.N)
-		cmds := make([]Command, 0, hi-lo)
-		for i := lo; i < hi; i++ {
-			cmds = append(cmds, SubmitJob{Job: job(fmt.Sprintf("j%d", i), 1, 0)})
-		}
-		if err := proposeChunks(ctx, leader, cmds, maxBatch); err != nil {
-			b.Fatal(err)
-		}
-		lo = hi
-	}
+	seedBenchLedger(b, leader, maxBatch)
 	entries0, cmds0 := leader.prop.entries.Load(), leader.prop.commands.Load()
 	stages := newStageRecorder(leader)
 	defer stages.stop()
@@ -451,11 +434,11 @@ func startCPUProfile(b *testing.B) func() {
 
 // cpuTimes is the user and the system CPU time this process has used.
 func cpuTimes(b *testing.B) (user, system time.Duration) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	user, system, err := processCPU()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+	return user, system
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
