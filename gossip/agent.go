@@ -37,7 +37,7 @@ type Agent struct {
 	mlConf    *memberlist.Config
 	ml        *memberlist.Memberlist
 	view      *view
-	queue     *memberlist.TransmitLimitedQueue
+	queue     *recordQueue
 	coord     *coordinate.Client
 	transport *meteredTransport
 	meta      []byte
@@ -107,7 +107,7 @@ func Start(cfg Config) (*Agent, error) {
 	recon := newReconnector(cfg.MaxReconnect, cfg.ReconnectInterval, cfg.ReconnectBackoffMax, cfg.ReconnectTimeout, cfg.Rand)
 	a.view = newView(cfg.Name, cfg.Clock.Now, a.log, recon, cfg.TombstoneTimeout,
 		func(n int) time.Duration { return suspicionMinTimeout(conf, n) + conf.ProbeInterval })
-	a.queue = &memberlist.TransmitLimitedQueue{NumNodes: a.view.aliveCount, RetransmitMult: conf.RetransmitMult}
+	a.queue = newRecordQueue(conf.RetransmitMult, a.view.aliveCount)
 
 	inner := cfg.Transport
 	var own *memberlist.NetTransport
@@ -411,7 +411,7 @@ func (a *Agent) queueRecord(e entry) {
 		a.log.Error("gossip: record does not fit a broadcast", "member", e.rec.Node, "err", err)
 		return
 	}
-	a.queue.QueueBroadcast(&recordBroadcast{node: e.rec.Node, msg: msg})
+	a.queue.queue(e.rec.Node, msg)
 }
 
 // LocalMember returns this node as a member.
@@ -565,7 +565,7 @@ type Stats struct {
 // Stats returns the agent's counters.
 func (a *Agent) Stats() Stats {
 	st := a.view.stats()
-	st.BroadcastsQueued = a.queue.NumQueued()
+	st.BroadcastsQueued = a.queue.len()
 	st.PacketsSent = a.transport.packets.Load()
 	st.PacketBytesSent = a.transport.packetBytes.Load()
 	st.StreamsOpened = a.transport.streams.Load()

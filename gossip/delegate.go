@@ -207,20 +207,3 @@ func decodeCoordinate(b []byte) (*coordinate.Coordinate, error) {
 	}
 	return c, nil
 }
-
-// recordBroadcast is a record queued for gossip. Named by the record's owner,
-// so a newer record of the same node replaces a queued older one.
-type recordBroadcast struct {
-	node string
-	msg  []byte
-}
-
-var _ memberlist.NamedBroadcast = (*recordBroadcast)(nil)
-
-func (b *recordBroadcast) Invalidates(other memberlist.Broadcast) bool {
-	o, ok := other.(*recordBroadcast)
-	return ok && o.node == b.node
-}
-func (b *recordBroadcast) Name() string    { return b.node }
-func (b *recordBroadcast) Message() []byte { return b.msg }
-func (b *recordBroadcast) Finished()       {}

@@ -54,6 +54,10 @@ type netsimOptions struct {
 	market         bool
 	logLevel       string
 	jobSeconds     int
+	// start is the workload time the run begins at, as given ("" for the
+	// current hour); --seed reproduces a run only with the same start,
+	// since diurnal demand depends on each region's local time.
+	start string
 	// progressEvery is how often the progress line is printed; 0 for 1 s
 	// on a terminal (where the line redraws itself), 10 s elsewhere (a log
 	// file gets one line per interval).
@@ -102,6 +106,7 @@ A summary is printed at the end (and written with --summary-json).`,
 	f.BoolVar(&o.market, "market", o.market, "let regions trade capacity")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "agents' log level: debug, info, warn, error")
 	f.IntVar(&o.jobSeconds, "job-seconds", o.jobSeconds, "real seconds each batch of demand runs for")
+	f.StringVar(&o.start, "start", o.start, "workload time to start at, UTC: RFC 3339 (2026-11-29T03:00:00Z) or HH:MM today; default: the current hour (with --seed, the same start reproduces a run)")
 	// Hidden: a test watches the progress line without waiting 10 s for
 	// it; an operator has no use for it.
 	f.DurationVar(&o.progressEvery, "progress-interval", o.progressEvery, "how often to print the progress line (0: 1s on a terminal, 10s otherwise)")
@@ -165,7 +170,27 @@ func (o netsimOptions) check() error {
 	case o.progressEvery < 0:
 		return usageErrorf("--progress-interval %v: must not be negative", o.progressEvery)
 	}
+	if _, err := o.startTime(time.Now()); err != nil {
+		return err
+	}
 	return nil
+}
+
+// startTime is the workload time the run begins at: --start, or the hour
+// now falls in.
+func (o netsimOptions) startTime(now time.Time) (time.Time, error) {
+	now = now.UTC()
+	if o.start == "" {
+		return now.Truncate(time.Hour), nil
+	}
+	if t, err := time.Parse(time.RFC3339, o.start); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse("15:04", o.start); err == nil {
+		day := now.Truncate(24 * time.Hour)
+		return day.Add(time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute), nil
+	}
+	return time.Time{}, usageErrorf("--start %q: want RFC 3339 (2026-11-29T03:00:00Z) or HH:MM (UTC)", o.start)
 }
 
 // netsimSummary is what a run reports at its end.
@@ -203,7 +228,10 @@ func runNetsim(ctx context.Context, stdout, stderr io.Writer, o netsimOptions) e
 	if err != nil {
 		return err
 	}
-	start := time.Now().UTC().Truncate(time.Hour)
+	start, err := o.startTime(time.Now())
+	if err != nil {
+		return err
+	}
 	wcfg, err := workload.DefaultConfig(start, regions...)
 	if err != nil {
 		return &usageError{err: fmt.Errorf("--regions: %w", err)}

@@ -48,6 +48,8 @@ func TestNetsimAndAgentBadFlags(t *testing.T) {
 		{[]string{"netsim", "--summary-json", filepath.Join(t.TempDir(), "no", "such", "dir", "s.json")}, "--summary-json"},
 		{[]string{"netsim", "--summary-json", t.TempDir()}, "--summary-json"},
 		{[]string{"netsim", "--progress-interval", "-1s"}, "--progress-interval -1s"},
+		{[]string{"netsim", "--start", "25:00"}, `--start "25:00"`},
+		{[]string{"netsim", "--start", "yesterday"}, `--start "yesterday"`},
 		{[]string{"netsim", "heal", "extra"}, "takes 0 argument"},
 		{[]string{"netsim", "partition"}, "takes 1 argument"},
 		{[]string{"agent"}, "--region is required"},
@@ -69,6 +71,23 @@ func TestNetsimAndAgentBadFlags(t *testing.T) {
 		code := run(tc.args, strings.NewReader(""), &out, &errb)
 		if code != exitUsage || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d naming %q", tc.args, code, errb.String(), exitUsage, tc.want)
+		}
+	}
+}
+
+// TestNetsimStartTime: --start fixes the workload's start, so a seed
+// reproduces a run at any hour; without it the run starts at the hour.
+func TestNetsimStartTime(t *testing.T) {
+	now := time.Date(2026, 11, 29, 5, 42, 17, 0, time.UTC)
+	for _, c := range []struct{ start, want string }{
+		{"", "2026-11-29T05:00:00Z"},
+		{"03:00", "2026-11-29T03:00:00Z"},
+		{"23:30", "2026-11-29T23:30:00Z"},
+		{"2026-06-01T12:00:00+02:00", "2026-06-01T10:00:00Z"},
+	} {
+		got, err := netsimOptions{start: c.start}.startTime(now)
+		if err != nil || got.Format(time.RFC3339) != c.want {
+			t.Errorf("--start %q: %v, %v; want %s", c.start, got, err, c.want)
 		}
 	}
 }

@@ -215,8 +215,13 @@ func (d *directory) Authorize(p peer.ID, region string, term uint64) error {
 	}
 	rec, ok := m.records[self.Name]
 	switch {
-	case !ok || rec.Market == nil || !rec.Market.Leader:
-		return fmt.Errorf("member %s does not lead region %q according to gossip", self.Name, region)
+	case !ok:
+		return fmt.Errorf("member %s does not lead region %q according to gossip: no record of it", self.Name, region)
+	case rec.Market == nil || !rec.Market.Leader:
+		// The record's issue time tells a reader of the log whether the
+		// claim is late to arrive or was never made.
+		return fmt.Errorf("member %s does not lead region %q according to gossip: its record issued %s claims no leadership",
+			self.Name, region, rec.UpdatedAt.UTC().Format(time.RFC3339Nano))
 	case rec.Market.Term != term:
 		return fmt.Errorf("member %s leads region %q under term %d according to gossip, the message claims term %d", self.Name, region, rec.Market.Term, term)
 	}
