@@ -69,7 +69,7 @@ func testPeer(t *testing.T, seed uint64) peer.ID {
 func (v *fakeView) add(name, region string, role gossip.Role, id peer.ID, state gossip.MemberState, free float64, leaderTerm uint64, ask []byte) {
 	v.members = append(v.members, gossip.Member{Name: name, State: state, Meta: gossip.Meta{
 		Region: region, Role: role, P2PPeerID: id.String(), P2PAddr: "/ip4/198.18.0.1/tcp/4001"}})
-	rec := gossip.Record{Node: name, Region: region, Version: 1, Capacity: gossip.Capacity{
+	rec := gossip.Record{Node: name, Region: region, Version: 1, UpdatedAt: time.Date(2026, 11, 29, 3, 0, 1, 5e8, time.UTC), Capacity: gossip.Capacity{
 		Total: placement.Resources{ComputePerHour: 500}, Free: placement.Resources{ComputePerHour: free}}}
 	if role == gossip.RoleServer {
 		rec.Market = &gossip.MarketInfo{}
@@ -94,6 +94,9 @@ func TestAuthority(t *testing.T) {
 	// A deposed leader whose record still says so, and its successor.
 	v.add("dep-0", "dep", gossip.RoleServer, ids[5], gossip.StateAlive, 10, 4, nil)
 	v.add("dep-1", "dep", gossip.RoleServer, ids[6], gossip.StateAlive, 10, 6, nil)
+	// A server whose record has not arrived yet.
+	v.members = append(v.members, gossip.Member{Name: "far-3", State: gossip.StateAlive, Meta: gossip.Meta{
+		Region: "far", Role: gossip.RoleServer, P2PPeerID: ids[7].String(), P2PAddr: "/ip4/198.18.0.1/tcp/4001"}})
 	d := &directory{g: v, region: "home"}
 	for _, tc := range []struct {
 		name   string
@@ -105,10 +108,11 @@ func TestAuthority(t *testing.T) {
 		{"the leader under its term", ids[0], "far", 5, ""},
 		{"an old term (a replay)", ids[0], "far", 4, "term 5"},
 		{"a later term than gossip knows", ids[0], "far", 6, "term 5"},
-		{"a follower", ids[1], "far", 5, "does not lead"},
+		{"a follower", ids[1], "far", 5, "does not lead region \"far\" according to gossip: its record issued 2026-11-29T03:00:01.5Z claims no leadership"},
+		{"a server with no record yet", ids[7], "far", 5, "does not lead region \"far\" according to gossip: no record of it"},
 		{"a worker", ids[2], "far", 5, "not a server"},
 		{"a peer of another region", ids[3], "far", 3, `region "home", not "far"`},
-		{"a stranger", ids[7], "far", 5, "not a member"},
+		{"a stranger", testPeer(t, 99), "far", 5, "not a member"},
 		{"a failed member", ids[4], "alt", 9, "failed"},
 		{"a deposed leader", ids[5], "dep", 4, "deposed"},
 		{"its successor", ids[6], "dep", 6, ""},
