@@ -149,3 +149,30 @@ func TestRecordQueueProperty(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRecordQueueGetBroadcasts is the cost of filling one packet from
+// a queue holding one record per node, at mesh sizes where every node
+// changed at once (the queue's worst case: it sorts what it holds).
+func BenchmarkRecordQueueGetBroadcasts(b *testing.B) {
+	for _, n := range []int{30, 300, 3000} {
+		b.Run(fmt.Sprint("queued=", n), func(b *testing.B) {
+			q := newRecordQueue(4, fixedNodes(n))
+			refill := func() {
+				for i := range n {
+					q.queue(fmt.Sprint("n", i), recordMsg(fmt.Sprint("n", i), 1, 230))
+				}
+			}
+			refill()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if q.len() < n/2 {
+					b.StopTimer()
+					refill()
+					b.StartTimer()
+				}
+				q.GetBroadcasts(3, 1398)
+			}
+		})
+	}
+}
