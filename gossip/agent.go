@@ -42,9 +42,10 @@ type Agent struct {
 	transport *meteredTransport
 	meta      []byte
 
-	wake chan struct{} // nudges the maintenance loop; buffered, size 1
-	stop chan struct{} // closed by Shutdown
-	done chan struct{} // closed when the maintenance loop returns
+	wake    chan struct{} // nudges the maintenance loop; buffered, size 1
+	refresh chan string   // members whose records to fetch (Refresh); buffered
+	stop    chan struct{} // closed by Shutdown
+	done    chan struct{} // closed when the maintenance loop returns
 
 	lifeMu   sync.Mutex // guards left and shutdown; held through Leave
 	left     bool
@@ -95,14 +96,15 @@ func Start(cfg Config) (*Agent, error) {
 	conf.Keyring = keyring
 
 	a := &Agent{
-		cfg:    cfg,
-		log:    cfg.Logger.With("node", cfg.Name),
-		mlConf: conf,
-		coord:  coordClient,
-		meta:   meta,
-		wake:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.Name),
+		mlConf:  conf,
+		coord:   coordClient,
+		meta:    meta,
+		wake:    make(chan struct{}, 1),
+		refresh: make(chan string, refreshQueue),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	recon := newReconnector(cfg.MaxReconnect, cfg.ReconnectInterval, cfg.ReconnectBackoffMax, cfg.ReconnectTimeout, cfg.Rand)
 	a.view = newView(cfg.Name, cfg.Clock.Now, a.log, recon, cfg.TombstoneTimeout,
@@ -294,10 +296,14 @@ func (a *Agent) maintain() {
 	defer close(a.done)
 	timer := time.NewTimer(a.maintenanceInterval())
 	defer timer.Stop()
+	refreshed := make(map[string]time.Time) // member → when last fetched (Refresh)
 	for {
 		select {
 		case <-a.stop:
 			return
+		case name := <-a.refresh:
+			a.refreshFrom(name, refreshed)
+			continue
 		case <-a.wake:
 		case <-timer.C:
 		}
@@ -331,6 +337,66 @@ func (a *Agent) reconnect() {
 		a.view.reconnectSucceeded()
 		a.log.Info("gossip: reconnected to a failed member", "member", f.name, "addr", f.addr, "attempt", f.attempts+1)
 	}
+}
+
+// refreshQueue bounds the Refresh requests waiting for the maintenance
+// loop; more are dropped (a caller asks again when it still needs one).
+const refreshQueue = 16
+
+// RefreshInterval is the least time between two fetches from one member
+// by Refresh.
+const RefreshInterval = 5 * time.Second
+
+// Refresh asks for a member's records to be fetched at once by a direct
+// push/pull with it, instead of waiting for a broadcast that may have
+// missed this node or for a periodic push/pull (about a minute on the WAN
+// profile). A caller uses it when a record it relies on looks stale: a peer
+// speaks as its region's leader, and its record here does not say so. It
+// returns at once; the fetch runs on the agent's maintenance loop, at most
+// once per RefreshInterval per member, and the record arrives as any
+// other. It reports whether the request was taken.
+func (a *Agent) Refresh(name string) bool {
+	if name == a.cfg.Name || a.stopped() {
+		return false
+	}
+	select {
+	case a.refresh <- name:
+		return true
+	default:
+		return false
+	}
+}
+
+// refreshFrom fetches name's records by push/pull, unless it did so less
+// than RefreshInterval ago. last is the maintenance loop's own.
+func (a *Agent) refreshFrom(name string, last map[string]time.Time) {
+	if a.view.hasLeft() || !refreshDue(last, name, a.cfg.Clock.Now()) {
+		return
+	}
+	m, ok := a.view.member(name)
+	if !ok || !counts(m.State) {
+		return
+	}
+	if _, err := a.ml.Join([]string{name + "/" + m.Address()}); err != nil {
+		a.log.Debug("gossip: refreshing a member's records failed", "member", name, "err", err)
+		return
+	}
+	a.log.Debug("gossip: refreshed a member's records by push/pull", "member", name)
+}
+
+// refreshDue reports whether name may be fetched from at now, and if so
+// notes it in last (forgetting fetches older than RefreshInterval).
+func refreshDue(last map[string]time.Time, name string, now time.Time) bool {
+	for n, at := range last {
+		if now.Sub(at) >= RefreshInterval {
+			delete(last, n)
+		}
+	}
+	if _, recent := last[name]; recent {
+		return false
+	}
+	last[name] = now
+	return true
 }
 
 // repairRecords fetches, by a direct push/pull, the record of one alive

@@ -22,6 +22,9 @@ type view interface {
 	Records() []gossip.Record
 	RegionRecords(region string) []gossip.Record
 	RegionRTT(from, to string) (time.Duration, bool)
+	// Refresh asks for a member's records to be fetched from it at once
+	// (rate-limited, in the background).
+	Refresh(name string) bool
 }
 
 var _ view = (*gossip.Agent)(nil)
@@ -216,12 +219,19 @@ func (d *directory) Authorize(p peer.ID, region string, term uint64) error {
 	rec, ok := m.records[self.Name]
 	switch {
 	case !ok:
+		d.g.Refresh(self.Name)
 		return fmt.Errorf("member %s does not lead region %q according to gossip: no record of it", self.Name, region)
 	case rec.Market == nil || !rec.Market.Leader:
-		// The record's issue time tells a reader of the log whether the
-		// claim is late to arrive or was never made.
+		// The claim may be on its way, or a broadcast missed this node:
+		// fetch the member's record now rather than at the next periodic
+		// push/pull, so that its retry is judged on its latest record. The
+		// record's issue time tells a reader of the log which it was.
+		d.g.Refresh(self.Name)
 		return fmt.Errorf("member %s does not lead region %q according to gossip: its record issued %s claims no leadership",
 			self.Name, region, rec.UpdatedAt.UTC().Format(time.RFC3339Nano))
+	case rec.Market.Term < term:
+		d.g.Refresh(self.Name) // a later term than gossip has heard of
+		return fmt.Errorf("member %s leads region %q under term %d according to gossip, the message claims term %d", self.Name, region, rec.Market.Term, term)
 	case rec.Market.Term != term:
 		return fmt.Errorf("member %s leads region %q under term %d according to gossip, the message claims term %d", self.Name, region, rec.Market.Term, term)
 	}

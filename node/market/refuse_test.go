@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -23,8 +24,14 @@ import (
 // fakeView is a gossip view built by hand, for the directory's and the
 // authority's rules.
 type fakeView struct {
-	members []gossip.Member
-	records []gossip.Record
+	members   []gossip.Member
+	records   []gossip.Record
+	refreshed []string // members Refresh was asked for, in order
+}
+
+func (v *fakeView) Refresh(name string) bool {
+	v.refreshed = append(v.refreshed, name)
+	return true
 }
 
 func (v *fakeView) Members() []gossip.Member { return v.members }
@@ -104,20 +111,31 @@ func TestAuthority(t *testing.T) {
 		region string
 		term   uint64
 		want   string // empty: authorized
+		// refresh is the member whose records the refusal asks gossip to
+		// fetch at once: a claim it may have missed.
+		refresh string
 	}{
-		{"the leader under its term", ids[0], "far", 5, ""},
-		{"an old term (a replay)", ids[0], "far", 4, "term 5"},
-		{"a later term than gossip knows", ids[0], "far", 6, "term 5"},
-		{"a follower", ids[1], "far", 5, "does not lead region \"far\" according to gossip: its record issued 2026-11-29T03:00:01.5Z claims no leadership"},
-		{"a server with no record yet", ids[7], "far", 5, "does not lead region \"far\" according to gossip: no record of it"},
-		{"a worker", ids[2], "far", 5, "not a server"},
-		{"a peer of another region", ids[3], "far", 3, `region "home", not "far"`},
-		{"a stranger", testPeer(t, 99), "far", 5, "not a member"},
-		{"a failed member", ids[4], "alt", 9, "failed"},
-		{"a deposed leader", ids[5], "dep", 4, "deposed"},
-		{"its successor", ids[6], "dep", 6, ""},
+		{"the leader under its term", ids[0], "far", 5, "", ""},
+		{"an old term (a replay)", ids[0], "far", 4, "term 5", ""},
+		{"a later term than gossip knows", ids[0], "far", 6, "term 5", "far-0"},
+		{"a follower", ids[1], "far", 5, "does not lead region \"far\" according to gossip: its record issued 2026-11-29T03:00:01.5Z claims no leadership", "far-1"},
+		{"a server with no record yet", ids[7], "far", 5, "does not lead region \"far\" according to gossip: no record of it", "far-3"},
+		{"a worker", ids[2], "far", 5, "not a server", ""},
+		{"a peer of another region", ids[3], "far", 3, `region "home", not "far"`, ""},
+		{"a stranger", testPeer(t, 99), "far", 5, "not a member", ""},
+		{"a failed member", ids[4], "alt", 9, "failed", ""},
+		{"a deposed leader", ids[5], "dep", 4, "deposed", ""},
+		{"its successor", ids[6], "dep", 6, "", ""},
 	} {
+		v.refreshed = nil
 		err := d.Authorize(tc.p, tc.region, tc.term)
+		var wantRefresh []string
+		if tc.refresh != "" {
+			wantRefresh = []string{tc.refresh}
+		}
+		if !slices.Equal(v.refreshed, wantRefresh) {
+			t.Errorf("%s: asked gossip to refresh %v; want %v", tc.name, v.refreshed, wantRefresh)
+		}
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: Authorize = %v; want nil", tc.name, err)
