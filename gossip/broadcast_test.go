@@ -78,7 +78,7 @@ func TestRecordQueueOrder(t *testing.T) {
 		t.Fatalf("sent %v, want [new mid]", names)
 	}
 	if got := q.GetBroadcasts(10, 1000); len(got) != 4 || !bytes.HasPrefix(got[0], []byte("big/")) {
-		t.Fatalf("second call sent %d records starting %q, want 4 starting with big", len(got), got[0][:4])
+		t.Fatalf("second call sent %d records (%q), want 4 starting with big", len(got), got)
 	}
 }
 

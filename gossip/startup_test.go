@@ -59,20 +59,30 @@ func startupRecordsSpread(t *testing.T, seed uint64) {
 			}
 			want[name] = rec.Version
 		}
-		time.Sleep(15 * time.Second)
 		// A broadcast now and then misses a node, which push/pull repairs
 		// later; a record the queue dropped at its source misses them all.
 		agents := c.all()
 		need := len(agents) * 9 / 10
-		for name, v := range want {
+		holders := func(name string) int {
 			have := 0
 			for _, a := range agents {
-				if r, ok := a.Record(name); ok && r.Version >= v {
+				if r, ok := a.Record(name); ok && r.Version >= want[name] {
 					have++
 				}
 			}
-			if have < need {
-				t.Errorf("%s's second record reached %d of %d nodes after 15 s; want at least %d", name, have, len(agents), need)
+			return have
+		}
+		waitFor(15*time.Second, 100*time.Millisecond, func() bool {
+			for name := range want {
+				if holders(name) < need {
+					return false
+				}
+			}
+			return true
+		})
+		for name := range want {
+			if have := holders(name); have < need {
+				t.Errorf("%s's second record reached %d of %d nodes within 15 s; want at least %d", name, have, len(agents), need)
 			}
 		}
 	})

@@ -229,10 +229,10 @@ func (d *directory) Authorize(p peer.ID, region string, term uint64) error {
 		d.g.Refresh(self.Name)
 		return fmt.Errorf("member %s does not lead region %q according to gossip: its record issued %s claims no leadership",
 			self.Name, region, rec.UpdatedAt.UTC().Format(time.RFC3339Nano))
-	case rec.Market.Term < term:
-		d.g.Refresh(self.Name) // a later term than gossip has heard of
-		return fmt.Errorf("member %s leads region %q under term %d according to gossip, the message claims term %d", self.Name, region, rec.Market.Term, term)
 	case rec.Market.Term != term:
+		if rec.Market.Term < term {
+			d.g.Refresh(self.Name) // a later term than gossip has heard of
+		}
 		return fmt.Errorf("member %s leads region %q under term %d according to gossip, the message claims term %d", self.Name, region, rec.Market.Term, term)
 	}
 	for _, c := range m.leaders()[region] {
