@@ -138,7 +138,7 @@ func (tx *ledgerTx) advance(now time.Time) []string {
 	for _, id := range due {
 		if e, ok := tx.t.escrows.get(id); ok {
 			tx.releaseEscrow(e)
-		} else if a, ok := tx.t.allocs.get(id); ok && a.Live() {
+		} else if a, ok := tx.alloc(id); ok && a.Live() {
 			tx.stopAlloc(a, StopExpired, "lease expired at "+a.LeaseExpiry.Format(time.RFC3339Nano), true)
 		}
 	}
@@ -279,9 +279,16 @@ func (tx *ledgerTx) nextID(prefix string) string {
 	return string(strconv.AppendUint(b, tx.seq, 10))
 }
 
-func (tx *ledgerTx) node(id string) (*Node, bool)        { return tx.t.nodes.get(id) }
-func (tx *ledgerTx) job(id string) (*Job, bool)          { return tx.t.jobs.get(id) }
-func (tx *ledgerTx) alloc(id string) (*Allocation, bool) { return tx.t.allocs.get(id) }
+func (tx *ledgerTx) node(id string) (*Node, bool) { return tx.t.nodes.get(id) }
+func (tx *ledgerTx) job(id string) (*Job, bool)   { return tx.t.jobs.get(id) }
+func (tx *ledgerTx) alloc(id string) (*Allocation, bool) {
+	r, ok := tx.t.allocs.get(id)
+	if !ok {
+		return nil, false
+	}
+	a := r.alloc()
+	return &a, true
+}
 
 func (tx *ledgerTx) putNode(n *Node) { set(tx, tx.t.nodes, n.ID, n) }
 func (tx *ledgerTx) putJob(j *Job) {
@@ -292,7 +299,7 @@ func (tx *ledgerTx) putJob(j *Job) {
 		del(tx, tx.t.pending, j.ID)
 	}
 }
-func (tx *ledgerTx) putAlloc(a *Allocation) { set(tx, tx.t.allocs, a.ID, a) }
+func (tx *ledgerTx) putAlloc(a *Allocation) { set(tx, tx.t.allocs, a.ID, packAlloc(a)) }
 
 // addUsed and subUsed change a node's Used by res. Records in the tables
 // are never modified in place: a changed record is a new copy, since older
@@ -629,16 +636,16 @@ func (tx *ledgerTx) allocResources(field string, res placement.Resources, j *Job
 // createAlloc makes a live allocation on n (whose room was checked). It
 // fails with ErrDoubleAllocation if the job already has a live allocation
 // in the index (the caller, run, then undoes the writes made so far).
-func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.Resources, epoch uint64, lease time.Time, auctionID, itemID string) (*Allocation, *CommandError) {
-	a := &Allocation{
+func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.Resources, epoch uint64, lease time.Time, auctionID, itemID string) (Allocation, *CommandError) {
+	a := Allocation{
 		ID: tx.nextID("a"), JobID: jobID, JobRegion: jobRegion, NodeID: n.ID, Resources: res,
 		Epoch: epoch, Start: tx.now, LeaseExpiry: canon(lease), State: AllocLive,
 		AuctionID: auctionID, ItemID: itemID,
 	}
 	if !insert(tx, tx.t.live, liveKey(jobRegion, jobID), a.ID) {
-		return nil, cmdErr(CodeDoubleAllocation, jobID, "job %q of region %q already has a live allocation", jobID, jobRegion)
+		return Allocation{}, cmdErr(CodeDoubleAllocation, jobID, "job %q of region %q already has a live allocation", jobID, jobRegion)
 	}
-	tx.putAlloc(a)
+	tx.putAlloc(&a)
 	set(tx, tx.t.onNode, key(n.ID, a.ID), struct{}{})
 	if !a.LeaseExpiry.IsZero() {
 		set(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID), struct{}{})
@@ -1112,7 +1119,7 @@ func (tx *ledgerTx) convertEscrow(c ConvertEscrow) (Result, *CommandError) {
 	if err != nil {
 		return Result{}, err
 	}
-	sold := *a
+	sold := a
 	sold.Kind, sold.PricePerHour = e.Kind, c.PricePerHour
 	sold.Priority, sold.Origin, sold.LatencySLO, sold.MaxPricePerHour = e.Priority, e.Origin, e.LatencySLO, e.MaxPricePerHour
 	if sold.PricePerHour == 0 {
@@ -1331,11 +1338,12 @@ func (tx *ledgerTx) prune(c Prune) (Result, *CommandError) {
 		}
 		return true
 	})
-	tx.t.allocs.each(func(id string, a *Allocation) bool {
-		if !a.Live() && a.Stopped.Before(c.Before) {
+	before := stampOf(c.Before)
+	tx.t.allocs.each(func(id string, a *allocRecord) bool {
+		if !a.live() && a.stopped.before(before) {
 			allocs = append(allocs, id)
-			if a.AuctionID != "" {
-				items = append(items, key(a.AuctionID, a.ItemID))
+			if a.terms != nil && a.terms.auctionID != "" {
+				items = append(items, key(a.terms.auctionID, a.terms.itemID))
 			}
 		}
 		return true
@@ -1488,8 +1496,9 @@ func (tx *ledgerTx) stopDraws(lease *Allocation, reason StopReason) {
 	var draws []*Allocation
 	p := key(lease.NodeID, "")
 	tx.t.onNode.prefix(p, func(k string, _ struct{}) bool {
-		if d, ok := tx.t.allocs.get(k[len(p):]); ok && d.InLease == lease.ID && d.Live() {
-			draws = append(draws, d)
+		if d, ok := tx.t.allocs.get(k[len(p):]); ok && d.inLease() == lease.ID && d.live() {
+			a := d.alloc()
+			draws = append(draws, &a)
 		}
 		return true
 	})
@@ -1503,7 +1512,7 @@ func (tx *ledgerTx) hasDraws(lease *Allocation) bool {
 	found := false
 	p := key(lease.NodeID, "")
 	tx.t.onNode.prefix(p, func(k string, _ struct{}) bool {
-		if d, ok := tx.t.allocs.get(k[len(p):]); ok && d.InLease == lease.ID {
+		if d, ok := tx.t.allocs.get(k[len(p):]); ok && d.inLease() == lease.ID {
 			found = true
 			return false
 		}

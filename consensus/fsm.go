@@ -242,7 +242,7 @@ func WriteSnapshot(w io.Writer, l *Ledger) error {
 		t.jobs.each(func(_ string, v *Job) bool { return record(tagJob, v) })
 	}
 	if err == nil {
-		t.allocs.each(func(_ string, v *Allocation) bool { return record(tagAlloc, v) })
+		t.allocs.each(func(_ string, v *allocRecord) bool { a := v.alloc(); return record(tagAlloc, &a) })
 	}
 	if err == nil {
 		t.escrows.each(func(_ string, v *Escrow) bool { return record(tagEscrow, v) })

@@ -139,11 +139,15 @@ func (l *Ledger) Allocation(id string) (Allocation, bool) {
 	if !ok {
 		return Allocation{}, false
 	}
-	return *a, true
+	return a.alloc(), true
 }
 
 // Allocations returns every allocation, live and stopped, by ID.
-func (l *Ledger) Allocations() []Allocation { return derefAll(values(l.t.allocs)) }
+func (l *Ledger) Allocations() []Allocation {
+	out := make([]Allocation, 0, l.t.allocs.len())
+	l.t.allocs.each(func(_ string, a *allocRecord) bool { out = append(out, a.alloc()); return true })
+	return out
+}
 
 // LiveAllocations returns the live allocations, by job ID (then the
 // region that owns the job).
@@ -151,7 +155,7 @@ func (l *Ledger) LiveAllocations() []Allocation {
 	out := make([]Allocation, 0, l.t.live.len())
 	l.t.live.each(func(_ string, id string) bool {
 		if a, ok := l.t.allocs.get(id); ok {
-			out = append(out, *a)
+			out = append(out, a.alloc())
 		}
 		return true
 	})
@@ -164,7 +168,7 @@ func (l *Ledger) NodeAllocations(nodeID string) []Allocation {
 	p := key(nodeID, "")
 	l.t.onNode.prefix(p, func(k string, _ struct{}) bool {
 		if a, ok := l.t.allocs.get(k[len(p):]); ok {
-			out = append(out, *a)
+			out = append(out, a.alloc())
 		}
 		return true
 	})
@@ -317,9 +321,9 @@ func (l *Ledger) Trades() []Trade { return derefAll(values(l.t.trades)) }
 // reports them until they are acknowledged.
 func (l *Ledger) UnreportedSold() []Allocation {
 	var out []Allocation
-	l.t.allocs.each(func(_ string, a *Allocation) bool {
-		if a.Sold() && !a.Live() && !a.Reported && a.StopReason != StopCancelled {
-			out = append(out, *a)
+	l.t.allocs.each(func(_ string, a *allocRecord) bool {
+		if t := a.terms; t != nil && t.auctionID != "" && !a.live() && !t.reported && a.stopReason != StopCancelled {
+			out = append(out, a.alloc())
 		}
 		return true
 	})
@@ -433,7 +437,7 @@ func (b *ledgerBuilder) addAlloc(a Allocation) error {
 	if a.ID == "" || (a.State != AllocLive && a.State != AllocStopped) {
 		return fmt.Errorf("allocation %q: empty ID or invalid state %d", a.ID, a.State)
 	}
-	if err := insertNew(t.allocs, a.ID, &a, "allocation", a.ID); err != nil {
+	if err := insertNew(t.allocs, a.ID, packAlloc(&a), "allocation", a.ID); err != nil {
 		return err
 	}
 	if a.AuctionID != "" {
@@ -501,15 +505,16 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 	})
 	sums := map[string]placement.Resources{}
 	drawn := map[string]placement.Resources{} // lease allocation → its live draws
-	t.allocs.each(func(_ string, a *Allocation) bool {
-		if !a.Live() {
+	t.allocs.each(func(_ string, r *allocRecord) bool {
+		if !r.live() {
 			return true
 		}
+		a := r.alloc()
 		if a.InLease != "" {
 			// A draw uses its lease's capacity, which the node already
 			// counts.
 			drawn[a.InLease] = drawn[a.InLease].Add(a.Resources)
-			if l, ok := t.allocs.get(a.InLease); !ok || !l.Live() || l.Kind != ItemLease || l.NodeID != a.NodeID {
+			if l, ok := t.allocs.get(a.InLease); !ok || !l.live() || l.kind() != ItemLease || l.nodeID != a.NodeID {
 				errs = append(errs, fmt.Sprintf("live draw %q is not on a live lease %q of its node", a.ID, a.InLease))
 			}
 			return true
@@ -525,8 +530,9 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		}
 		return true
 	})
-	t.allocs.each(func(_ string, a *Allocation) bool {
-		if a.Live() && a.Kind == ItemLease {
+	t.allocs.each(func(_ string, r *allocRecord) bool {
+		if r.live() && r.kind() == ItemLease {
+			a := r.alloc()
 			if !approxEqual(a.LeaseUsed, drawn[a.ID]) || !a.LeaseUsed.FitsIn(a.Resources) {
 				errs = append(errs, fmt.Sprintf("lease %q records %s drawn of %s, its draws hold %s",
 					a.ID, fmtRes(a.LeaseUsed), fmtRes(a.Resources), fmtRes(drawn[a.ID])))

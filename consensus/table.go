@@ -108,7 +108,7 @@ type tables struct {
 	cloneMu sync.Mutex
 
 	nodes   table[*Node]
-	allocs  table[*Allocation]
+	allocs  table[*allocRecord]
 	jobs    table[*Job]
 	escrows table[*Escrow]
 	leases  table[*Lease]
@@ -122,7 +122,7 @@ type tables struct {
 
 func newTables() *tables {
 	return &tables{
-		nodes: newTable[*Node](), allocs: newTable[*Allocation](), jobs: newTable[*Job](),
+		nodes: newTable[*Node](), allocs: newTable[*allocRecord](), jobs: newTable[*Job](),
 		escrows: newTable[*Escrow](), leases: newTable[*Lease](), trades: newTable[*Trade](),
 		live: newTable[string](), items: newTable[itemRef](), onNode: newTable[struct{}](),
 		expiry: newTable[struct{}](), pending: newTable[struct{}](),

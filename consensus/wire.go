@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"time"
+	"unique"
 
 	"github.com/meridian-mesh/meridian/placement"
 )
@@ -563,7 +564,7 @@ func (r *wireReader) job(v *placement.Job) bool {
 		case "id":
 			v.ID, ok = r.strIf(once(&seen, 0))
 		case "o":
-			v.OriginRegion, ok = r.strIf(once(&seen, 1))
+			v.OriginRegion, ok = r.symIf(once(&seen, 1))
 		case "d":
 			ok = once(&seen, 2) && r.resources(&v.Demand)
 		case "l":
@@ -578,7 +579,7 @@ func (r *wireReader) job(v *placement.Job) bool {
 			x, ok = r.int64If(once(&seen, 6))
 			v.Duration = time.Duration(x)
 		case "gt":
-			v.GPUType, ok = r.strIf(once(&seen, 7))
+			v.GPUType, ok = r.symIf(once(&seen, 7))
 		default:
 			ok = false
 		}
@@ -724,6 +725,20 @@ func (r *wireReader) strIf(ok bool) (string, bool) {
 		return "", false
 	}
 	return r.str()
+}
+
+// symIf reads a string drawn from a small set, such as a region or a GPU
+// type, as its canonical copy: the ledger then holds one copy of
+// "eu-west-1" rather than one per job, and the collector marks one object.
+func (r *wireReader) symIf(ok bool) (string, bool) {
+	if !ok {
+		return "", false
+	}
+	p, ok := r.strBytes()
+	if !ok {
+		return "", false
+	}
+	return unique.Make(string(p)).Value(), true
 }
 
 func (r *wireReader) uint64If(ok bool) (uint64, bool) {
