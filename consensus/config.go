@@ -80,10 +80,12 @@ type Config struct {
 	MaxEntryCommands int
 	MaxEntryBytes    int
 	// MaxInflightEntries bounds the entries the leader has handed to Raft
-	// and not yet seen applied (default 8). Proposals arriving meanwhile
-	// wait and are packed into the next entry, which is what makes one
-	// disk sync commit many commands; a large value sends each proposal
-	// on its own as it arrives.
+	// and not yet seen applied (default 2: one being committed while the
+	// next is written). Proposals arriving meanwhile wait and are packed
+	// into the next entry, which is what makes one disk sync commit many
+	// commands; a large value sends each proposal on its own as it
+	// arrives, and pays a sync, a bolt transaction and a round of RPCs for
+	// each (docs/consensus.md, Benchmarks, has the measurements).
 	MaxInflightEntries int
 
 	// ExpireInterval is how often the leader checks for escrows and
@@ -186,7 +188,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxEntryBytes = 1 << 20
 	}
 	if c.MaxInflightEntries == 0 {
-		c.MaxInflightEntries = 8
+		c.MaxInflightEntries = 2
 	}
 	if c.MaxInflightEntries < 1 || c.MaxInflightEntries > 4096 {
 		return c, fmt.Errorf("consensus config: %w", invalid("MaxInflightEntries", "must be between 1 and 4096, got %d", c.MaxInflightEntries))
