@@ -584,7 +584,7 @@ func (tx *ledgerTx) livePlacementErr(j *Job) *CommandError {
 	if err := placedErr(j); err != nil {
 		return err
 	}
-	if tx.t.live.has(liveKey(tx.region, j.ID)) {
+	if tx.t.live.has(liveKey(tx.region, tx.region, j.ID)) {
 		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has a live allocation", j.ID)
 	}
 	return nil
@@ -642,7 +642,7 @@ func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.
 		Epoch: epoch, Start: tx.now, LeaseExpiry: canon(lease), State: AllocLive,
 		AuctionID: auctionID, ItemID: itemID,
 	}
-	if !insert(tx, tx.t.live, liveKey(jobRegion, jobID), a.ID) {
+	if !insert(tx, tx.t.live, liveKey(tx.region, jobRegion, jobID), a.ID) {
 		return Allocation{}, cmdErr(CodeDoubleAllocation, jobID, "job %q of region %q already has a live allocation", jobID, jobRegion)
 	}
 	tx.putAlloc(&a)
@@ -668,7 +668,7 @@ func (tx *ledgerTx) stopAlloc(a *Allocation, reason StopReason, msg string, upda
 	s := *a
 	s.State, s.StopReason, s.StopMessage, s.Stopped = AllocStopped, reason, msg, tx.now
 	tx.putAlloc(&s)
-	del(tx, tx.t.live, liveKey(a.JobRegion, a.JobID))
+	del(tx, tx.t.live, liveKey(tx.region, a.JobRegion, a.JobID))
 	del(tx, tx.t.onNode, key(a.NodeID, a.ID))
 	if !a.LeaseExpiry.IsZero() {
 		del(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID))
@@ -1471,7 +1471,7 @@ func checkKindDuration(k ItemKind, d time.Duration) *CommandError {
 // as cancelled; one under the same or a newer epoch is a double
 // allocation.
 func (tx *ledgerTx) supersede(jobRegion, jobID string, kind ItemKind, epoch uint64, by string) *CommandError {
-	id, ok := tx.t.live.get(liveKey(jobRegion, jobID))
+	id, ok := tx.t.live.get(liveKey(tx.region, jobRegion, jobID))
 	if !ok {
 		return nil
 	}
@@ -1586,7 +1586,7 @@ func (tx *ledgerTx) drawLease(c DrawLease) (Result, *CommandError) {
 		Kind: ItemJob, PricePerHour: c.PricePerHour, InLease: lease.ID, Duration: c.Duration,
 	}
 	tx.putAlloc(a)
-	set(tx, tx.t.live, liveKey(a.JobRegion, a.JobID), a.ID)
+	set(tx, tx.t.live, liveKey(tx.region, a.JobRegion, a.JobID), a.ID)
 	set(tx, tx.t.onNode, key(a.NodeID, a.ID), struct{}{})
 	set(tx, tx.t.items, key(c.AuctionID, c.ItemID), itemRef{allocID: a.ID})
 	u := *lease

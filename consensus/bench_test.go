@@ -567,7 +567,7 @@ func proposeChunks(ctx context.Context, s *Server, cmds []Command, max int) erro
 // job, submitted and placed, after a collection: what every collection of
 // a server's heap has to mark.
 func BenchmarkFSMApply(b *testing.B) {
-	for _, per := range []int{1, 512} {
+	for _, per := range []int{1, 32, 512} {
 		b.Run(fmt.Sprintf("cmds-per-entry=%d", per), func(b *testing.B) {
 			before := readHeapCost()
 			f := NewFSM(testRegion)

@@ -47,10 +47,19 @@ func key(parts ...string) string {
 	return strings.Join(parts, "\x00")
 }
 
-// liveKey is the key of a job's live allocation in the live index: the job
-// ID first, so that keys differ in their first bytes (the table compares
-// those without following the key's pointer), then its region.
-func liveKey(jobRegion, jobID string) string { return key(jobID, jobRegion) }
+// liveKey is the key of a job's live allocation in the live index of
+// region's ledger: the job ID first, so that keys differ in their first
+// bytes (the table compares those without following the key's pointer),
+// then the region that owns the job. The region's own jobs, nearly all
+// placements, are keyed by the job ID alone: the key is then the job's ID
+// string itself, not one more string per placement for the collector to
+// mark. IDs never contain NUL, so the two forms cannot collide.
+func liveKey(region, jobRegion, jobID string) string {
+	if jobRegion == region {
+		return jobID
+	}
+	return key(jobID, jobRegion)
+}
 
 // expiryKey orders by time first: the sign bit is flipped so that the
 // big-endian bytes of UnixNano sort as the signed numbers do.
@@ -149,8 +158,9 @@ func (l *Ledger) Allocations() []Allocation {
 	return out
 }
 
-// LiveAllocations returns the live allocations, by job ID (then the
-// region that owns the job).
+// LiveAllocations returns the live allocations, by job ID (then, for a job
+// ID that more than one region uses, this region's first, then the other
+// regions by name).
 func (l *Ledger) LiveAllocations() []Allocation {
 	out := make([]Allocation, 0, l.t.live.len())
 	l.t.live.each(func(_ string, id string) bool {
@@ -214,7 +224,7 @@ func (l *Ledger) NodeEscrows(nodeID string) []Escrow {
 // JobAllocation returns the live allocation of a job; jobRegion is the
 // region that owns the job (this ledger's region for its own jobs).
 func (l *Ledger) JobAllocation(jobRegion, jobID string) (Allocation, bool) {
-	id, ok := l.t.live.get(liveKey(jobRegion, jobID))
+	id, ok := l.t.live.get(liveKey(l.region, jobRegion, jobID))
 	if !ok {
 		return Allocation{}, false
 	}
@@ -448,7 +458,7 @@ func (b *ledgerBuilder) addAlloc(a Allocation) error {
 	if !a.Live() {
 		return nil
 	}
-	if err := insertNew(t.live, liveKey(a.JobRegion, a.JobID), a.ID, "live allocation of job", a.JobRegion+"/"+a.JobID); err != nil {
+	if err := insertNew(t.live, liveKey(b.l.region, a.JobRegion, a.JobID), a.ID, "live allocation of job", a.JobRegion+"/"+a.JobID); err != nil {
 		return err
 	}
 	t.onNode.set(key(a.NodeID, a.ID), struct{}{})
@@ -562,7 +572,7 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		if j.AllocID == "" {
 			return true
 		}
-		if id, ok := t.live.get(liveKey(b.l.region, j.ID)); !ok || id != j.AllocID {
+		if id, ok := t.live.get(liveKey(b.l.region, b.l.region, j.ID)); !ok || id != j.AllocID {
 			errs = append(errs, fmt.Sprintf("job %q names live allocation %q that is not live", j.ID, j.AllocID))
 		}
 		if j.Remote != nil || j.State.Terminal() {

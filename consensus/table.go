@@ -113,7 +113,7 @@ type tables struct {
 	escrows table[*Escrow]
 	leases  table[*Lease]
 	trades  table[*Trade]   // auction \0 item
-	live    table[string]   // job ID \0 job region → live allocation ID
+	live    table[string]   // job ID (\0 job region, for other regions' jobs) → live allocation ID
 	items   table[itemRef]  // auction \0 item → escrow or converted allocation (seller side)
 	onNode  table[struct{}] // node ID \0 allocation or escrow ID: what holds capacity on a node
 	expiry  table[struct{}] // 8-byte time \0 ID: live escrows and leased allocations by expiry
