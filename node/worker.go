@@ -175,22 +175,45 @@ var errReportQueued = errors.New("task report queued")
 // leader while they are still those of version known ("" answers at once).
 // A queued task report interrupts the wait.
 func (a *Agent) awaitWork(known string) ([]workAlloc, string, error) {
-	ctx, cancel := context.WithCancelCause(a.ctx)
+	var version string
+	work, err := waitOrPoke(a.ctx, a.reportPoke, func(ctx context.Context) ([]workAlloc, error) {
+		w, v, err := a.fetchWork(ctx, known, a.cfg.Tuning.WorkWait)
+		version = v
+		return w, err
+	})
+	return work, version, err
+}
+
+// waitOrPoke runs fetch with a context that a signal on signal (a channel
+// of capacity one, written with poke) cancels, and then answers
+// errReportQueued. A signal that comes as fetch ends on its own ended no
+// wait; it is put back, so that the caller's next wait sees it (a lost
+// signal would leave a report unsent until the work changed, up to
+// WorkWait).
+func waitOrPoke[T any](parent context.Context, signal chan struct{}, fetch func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	stop := make(chan struct{})
-	defer close(stop)
+	took := make(chan bool, 1) // whether the watcher took a signal
 	go func() {
 		select {
-		case <-a.reportPoke:
+		case <-signal:
 			cancel(errReportQueued)
+			took <- true
 		case <-stop:
+			took <- false
 		}
 	}()
-	work, version, err := a.fetchWork(ctx, known, a.cfg.Tuning.WorkWait)
-	if err != nil && errors.Is(context.Cause(ctx), errReportQueued) {
-		return nil, "", errReportQueued
+	v, err := fetch(ctx)
+	close(stop)
+	if <-took {
+		if err != nil && errors.Is(context.Cause(ctx), errReportQueued) {
+			var zero T
+			return zero, errReportQueued
+		}
+		poke(signal)
 	}
-	return work, version, err
+	return v, err
 }
 
 func (a *Agent) reconcileTasks(work []workAlloc, finished map[string]bool) {
