@@ -12,7 +12,7 @@ import (
 // every pointer in every one at each cycle: that marking, on the same cores
 // as the Raft group, is what lengthened the tail of the commit latency (see
 // docs/consensus.md, "Where the tail comes from"). An Allocation carries
-// four time.Time values (a location pointer each) and the terms of market
+// three time.Time values (a location pointer each) and the terms of market
 // allocations, which the region's own allocations, nearly all of them,
 // leave empty; allocRecord keeps its pointers together at the front (the
 // collector scans an object only up to its last pointer), its times as
