@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -95,5 +96,48 @@ func TestStampOrder(t *testing.T) {
 		if !stampOf(c.a).before(stampOf(c.b)) || stampOf(c.b).before(stampOf(c.a)) || stampOf(c.a).before(stampOf(c.a)) {
 			t.Errorf("stamps of %v and %v do not order as the times do", c.a, c.b)
 		}
+	}
+}
+
+// TestLiveIndexSameJobIDInTwoRegions: the live index keys the region's own
+// jobs by the job ID alone and other regions' by ID and region; a job ID
+// used both here and by a buyer region must give two live allocations
+// that neither hides nor stops the other.
+func TestLiveIndexSameJobIDInTwoRegions(t *testing.T) {
+	r := newRun(t)
+	r.ok(gpuNode("n1"))
+	r.ok(SubmitJob{Job: job("j1", 10, 0)})
+	own := r.ok(PlaceJob{JobID: "j1", NodeID: "n1"}).ID
+	r.ok(HoldEscrow{NodeID: "n1", Resources: res(10, 0, 0, 0), BuyerRegion: "us-east-1",
+		AuctionID: "auc1", ItemID: "it1", Expiry: t0.Add(time.Minute)})
+	sold := r.ok(ConvertEscrow{AuctionID: "auc1", ItemID: "it1", JobID: "j1", JobRegion: "us-east-1", Epoch: 1}).ID
+	if a, ok := r.l.JobAllocation(r.l.Region(), "j1"); !ok || a.ID != own {
+		t.Fatalf("own job's allocation = %s, %v; want %s", a.ID, ok, own)
+	}
+	if a, ok := r.l.JobAllocation("us-east-1", "j1"); !ok || a.ID != sold {
+		t.Fatalf("buyer's job's allocation = %s, %v; want %s", a.ID, ok, sold)
+	}
+	live := r.l.LiveAllocations()
+	if len(live) != 2 || live[0].ID != own || live[1].ID != sold {
+		t.Fatalf("live allocations = %+v; want %s (own) then %s", live, own, sold)
+	}
+	r.ok(StopAllocation{AllocID: own, Reason: StopCompleted})
+	if _, ok := r.l.JobAllocation(r.l.Region(), "j1"); ok {
+		t.Fatal("own job still has a live allocation after it stopped")
+	}
+	if a, ok := r.l.JobAllocation("us-east-1", "j1"); !ok || a.ID != sold {
+		t.Fatalf("stopping the own allocation hid the buyer's: %s, %v", a.ID, ok)
+	}
+	// The restored ledger rebuilds the same index.
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, r.l); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := back.JobAllocation("us-east-1", "j1"); !ok || a.ID != sold {
+		t.Fatalf("after restore, the buyer's job's allocation = %s, %v", a.ID, ok)
 	}
 }
