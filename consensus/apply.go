@@ -301,30 +301,31 @@ func (tx *ledgerTx) putJob(j *Job) {
 }
 func (tx *ledgerTx) putAlloc(a *Allocation) { set(tx, tx.t.allocs, a.ID, packAlloc(a)) }
 
-// addUsed and subUsed change a node's Used by res. Records in the tables
-// are never modified in place: a changed record is a new copy, since older
-// versions of the ledger still hold the old one.
-func (tx *ledgerTx) addUsed(n *Node, res placement.Resources) *Node {
-	c := *n
-	c.Used = c.Used.Add(res)
-	tx.putNode(&c)
-	return &c
+// used is what a node's allocations and escrows hold (its Used). It lives
+// in a table of its own, by value, so that a placement changes one B-tree
+// slot instead of copying the node's record (the node records in the
+// tables keep Used zero).
+func (tx *ledgerTx) used(nodeID string) placement.Resources {
+	u, _ := tx.t.used.get(nodeID)
+	return u
+}
+
+// addUsed and subUsed change a node's Used by res.
+func (tx *ledgerTx) addUsed(nodeID string, res placement.Resources) {
+	set(tx, tx.t.used, nodeID, tx.used(nodeID).Add(res))
 }
 
 func (tx *ledgerTx) subUsed(nodeID string, res placement.Resources) {
-	n, ok := tx.node(nodeID)
-	if !ok {
+	if !tx.t.nodes.has(nodeID) {
 		return
 	}
-	c := *n
 	if tx.holdsNothing(nodeID) {
 		// Nothing left on the node: reset Used exactly, so that rounding
 		// drift from long add/subtract chains cannot accumulate.
-		c.Used = placement.Resources{}
-	} else {
-		c.Used = c.Used.Sub(res)
+		del(tx, tx.t.used, nodeID)
+		return
 	}
-	tx.putNode(&c)
+	set(tx, tx.t.used, nodeID, tx.used(nodeID).Sub(res))
 }
 
 func (tx *ledgerTx) holdsNothing(nodeID string) bool {
@@ -484,9 +485,9 @@ func (tx *ledgerTx) updateNode(c UpdateNode) (Result, *CommandError) {
 	if n.Total == c.Total && n.PricePerHour == c.PricePerHour && n.GPUType == c.GPUType {
 		return Result{ID: c.ID, Existing: true}, nil
 	}
-	if !n.Used.FitsIn(c.Total) {
+	if used := tx.used(c.ID); !used.FitsIn(c.Total) {
 		return Result{}, cmdErr(CodeOvercommit, c.ID, "node %q uses %s, more than the new capacity %s",
-			c.ID, fmtRes(n.Used), fmtRes(c.Total))
+			c.ID, fmtRes(used), fmtRes(c.Total))
 	}
 	u := *n
 	u.Total, u.PricePerHour, u.GPUType, u.Updated = canonRes(c.Total), c.PricePerHour, c.GPUType, tx.now
@@ -525,6 +526,7 @@ func (tx *ledgerTx) removeNode(c RemoveNode) (Result, *CommandError) {
 		return Result{}, cmdErr(CodeConflict, c.ID, "node %q still holds live allocations or escrows; stop or move them first", c.ID)
 	}
 	del(tx, tx.t.nodes, c.ID)
+	del(tx, tx.t.used, c.ID)
 	return Result{ID: c.ID}, nil
 }
 
@@ -613,12 +615,13 @@ func (tx *ledgerTx) readyNode(nodeID string, res placement.Resources) (*Node, *C
 	if n.State != NodeReady {
 		return nil, cmdErr(CodeNodeNotReady, nodeID, "node %q is %s", nodeID, n.State)
 	}
-	return n, fits(n, res)
+	return n, fits(n, tx.used(nodeID), res)
 }
 
-func fits(n *Node, res placement.Resources) *CommandError {
-	if !n.Used.Add(res).FitsIn(n.Total) {
-		return cmdErr(CodeOvercommit, n.ID, "node %q has %s free, %s asked", n.ID, fmtRes(clampFree(n.Free())), fmtRes(res))
+// fits checks that res fits on n beside what it already holds (used).
+func fits(n *Node, used, res placement.Resources) *CommandError {
+	if !used.Add(res).FitsIn(n.Total) {
+		return cmdErr(CodeOvercommit, n.ID, "node %q has %s free, %s asked", n.ID, fmtRes(clampFree(n.Total.Sub(used))), fmtRes(res))
 	}
 	return nil
 }
@@ -650,7 +653,7 @@ func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.
 	if !a.LeaseExpiry.IsZero() {
 		set(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID), struct{}{})
 	}
-	tx.addUsed(n, res)
+	tx.addUsed(n.ID, res)
 	return a, nil
 }
 
@@ -786,9 +789,9 @@ func (tx *ledgerTx) preempt(nodeID string, ids []string, res placement.Resources
 		victims = append(victims, a)
 		freed = freed.Add(a.Resources)
 	}
-	if !n.Used.Add(res).FitsIn(n.Total.Add(freed)) {
+	if used := tx.used(n.ID); !used.Add(res).FitsIn(n.Total.Add(freed)) {
 		return cmdErr(CodeOvercommit, n.ID, "node %q has %s free and preempting frees %s, %s asked",
-			n.ID, fmtRes(clampFree(n.Free())), fmtRes(freed), fmtRes(res))
+			n.ID, fmtRes(clampFree(n.Total.Sub(used))), fmtRes(freed), fmtRes(res))
 	}
 	for _, a := range victims {
 		tx.stopAlloc(a, StopPreempted, msg, true)
@@ -1028,7 +1031,7 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 	set(tx, tx.t.items, key(e.AuctionID, e.ItemID), itemRef{escrowID: e.ID})
 	set(tx, tx.t.onNode, key(n.ID, e.ID), struct{}{})
 	set(tx, tx.t.expiry, expiryKey(e.Expiry, e.ID), struct{}{})
-	tx.addUsed(n, res)
+	tx.addUsed(n.ID, res)
 	return Result{ID: e.ID}, nil
 }
 

@@ -237,7 +237,7 @@ func WriteSnapshot(w io.Writer, l *Ledger) error {
 		return err == nil
 	}
 	t := l.t
-	t.nodes.each(func(_ string, v *Node) bool { return record(tagNode, v) })
+	t.nodes.each(func(_ string, v *Node) bool { n := t.node(v); return record(tagNode, &n) })
 	if err == nil {
 		t.jobs.each(func(_ string, v *Job) bool { return record(tagJob, v) })
 	}

@@ -123,11 +123,23 @@ func (l *Ledger) Node(id string) (Node, bool) {
 	if !ok {
 		return Node{}, false
 	}
-	return *n, true
+	return l.t.node(n), true
+}
+
+// node returns the node record n with its Used, which the tables keep
+// apart.
+func (ts *tables) node(n *Node) Node {
+	c := *n
+	c.Used, _ = ts.used.get(n.ID)
+	return c
 }
 
 // Nodes returns every node, by ID.
-func (l *Ledger) Nodes() []Node { return derefAll(values(l.t.nodes)) }
+func (l *Ledger) Nodes() []Node {
+	out := make([]Node, 0, l.t.nodes.len())
+	l.t.nodes.each(func(_ string, n *Node) bool { out = append(out, l.t.node(n)); return true })
+	return out
+}
 
 // PlacementNodes returns the ready nodes as placement sees them, with
 // their free capacity: the input of a placement decision.
@@ -135,7 +147,7 @@ func (l *Ledger) PlacementNodes() []placement.Node {
 	var out []placement.Node
 	l.t.nodes.each(func(_ string, n *Node) bool {
 		if n.State == NodeReady {
-			out = append(out, n.Placement())
+			out = append(out, l.t.node(n).Placement())
 		}
 		return true
 	})
@@ -426,7 +438,15 @@ func (b *ledgerBuilder) addNode(n Node) error {
 	if n.ID == "" || !n.State.valid() {
 		return fmt.Errorf("node %q: empty ID or invalid state %d", n.ID, n.State)
 	}
-	return insertNew(b.l.t.nodes, n.ID, &n, "node", n.ID)
+	used := n.Used
+	n.Used = placement.Resources{}
+	if err := insertNew(b.l.t.nodes, n.ID, &n, "node", n.ID); err != nil {
+		return err
+	}
+	if !used.IsZero() {
+		b.l.t.used.set(n.ID, used)
+	}
+	return nil
 }
 
 func (b *ledgerBuilder) addJob(j Job) error {
@@ -557,7 +577,8 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		}
 		return true
 	})
-	t.nodes.each(func(_ string, n *Node) bool {
+	t.nodes.each(func(_ string, rec *Node) bool {
+		n := t.node(rec)
 		if !n.Used.FitsIn(n.Total) {
 			errs = append(errs, fmt.Sprintf("node %q uses %s of %s", n.ID, fmtRes(n.Used), fmtRes(n.Total)))
 		}

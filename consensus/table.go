@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/google/btree"
+
+	"github.com/meridian-mesh/meridian/placement"
 )
 
 // table is one ordered table of the ledger: a copy-on-write B-tree keyed by
@@ -107,7 +109,8 @@ type tables struct {
 	// commands to the same published version must not clone at once.
 	cloneMu sync.Mutex
 
-	nodes   table[*Node]
+	nodes   table[*Node]               // Used is kept in used, not here
+	used    table[placement.Resources] // node ID → what its allocations and escrows hold; absent when nothing
 	allocs  table[*allocRecord]
 	jobs    table[*Job]
 	escrows table[*Escrow]
@@ -122,7 +125,7 @@ type tables struct {
 
 func newTables() *tables {
 	return &tables{
-		nodes: newTable[*Node](), allocs: newTable[*allocRecord](), jobs: newTable[*Job](),
+		nodes: newTable[*Node](), used: newTable[placement.Resources](), allocs: newTable[*allocRecord](), jobs: newTable[*Job](),
 		escrows: newTable[*Escrow](), leases: newTable[*Lease](), trades: newTable[*Trade](),
 		live: newTable[string](), items: newTable[itemRef](), onNode: newTable[struct{}](),
 		expiry: newTable[struct{}](), pending: newTable[struct{}](),
@@ -133,7 +136,7 @@ func (ts *tables) clone() *tables {
 	ts.cloneMu.Lock()
 	defer ts.cloneMu.Unlock()
 	return &tables{
-		nodes: ts.nodes.clone(), allocs: ts.allocs.clone(), jobs: ts.jobs.clone(),
+		nodes: ts.nodes.clone(), used: ts.used.clone(), allocs: ts.allocs.clone(), jobs: ts.jobs.clone(),
 		escrows: ts.escrows.clone(), leases: ts.leases.clone(), trades: ts.trades.clone(),
 		live: ts.live.clone(), items: ts.items.clone(), onNode: ts.onNode.clone(),
 		expiry: ts.expiry.clone(), pending: ts.pending.clone(),
