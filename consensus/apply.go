@@ -279,6 +279,9 @@ func (tx *ledgerTx) nextID(prefix string) string {
 	return string(strconv.AppendUint(b, tx.seq, 10))
 }
 
+// node returns the node's record as the nodes table holds it: its Used is
+// always zero there (and Free() its Total), since Used lives in the used
+// table; read it with tx.used.
 func (tx *ledgerTx) node(id string) (*Node, bool) { return tx.t.nodes.get(id) }
 func (tx *ledgerTx) job(id string) (*Job, bool)   { return tx.t.jobs.get(id) }
 func (tx *ledgerTx) alloc(id string) (*Allocation, bool) {
