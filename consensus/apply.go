@@ -149,7 +149,7 @@ func (tx *ledgerTx) advance(now time.Time) []string {
 func (tx *ledgerTx) run(cmd Command) Result {
 	tx.undo = tx.undo[:0]
 	tx.logging = true
-	seq := tx.seq
+	seq, ownLive := tx.seq, tx.t.ownLive
 	res, err := tx.dispatch(cmd)
 	tx.logging = false
 	if err != nil {
@@ -157,7 +157,7 @@ func (tx *ledgerTx) run(cmd Command) Result {
 			u := tx.undo[i]
 			u.t.restore(u.k, u.old, u.had)
 		}
-		tx.seq = seq
+		tx.seq, tx.t.ownLive = seq, ownLive
 		res = Result{Err: err}
 	}
 	clear(tx.undo)
@@ -270,13 +270,29 @@ func del[V any](tx *ledgerTx, t table[V], k string) bool {
 	return had
 }
 
-// nextID returns a new allocation ("a-N") or escrow ("e-N") ID. IDs come
-// from a counter in the ledger, so every replica makes the same ones.
+// nextID returns a new ID: the prefix, a dash and the next number of a
+// counter in the ledger, so that every replica makes the same ones
+// (allocations "a-N", escrows "e-N", leases "l-N").
 func (tx *ledgerTx) nextID(prefix string) string {
 	tx.seq++
 	b := make([]byte, 0, 24)
 	b = append(append(b, prefix...), '-')
 	return string(strconv.AppendUint(b, tx.seq, 10))
+}
+
+// nextIDOn returns a new ID (as nextID) for an allocation or escrow on
+// node nodeID, with its key in the onNode index. The ID is the tail of the
+// key, in one allocation: a region holds an allocation for each of its
+// placed jobs, and one string for the collector to mark is cheaper than
+// two. (Once the allocation stops and the key leaves the index, the ID
+// keeps the node ID's few bytes alive with it.)
+func (tx *ledgerTx) nextIDOn(nodeID, prefix string) (id, onNodeKey string) {
+	tx.seq++
+	var buf [64]byte
+	b := append(append(buf[:0], nodeID...), 0)
+	b = append(append(b, prefix...), '-')
+	k := string(strconv.AppendUint(b, tx.seq, 10))
+	return k[len(nodeID)+1:], k
 }
 
 // node returns the node's record as the nodes table holds it: its Used is
@@ -582,22 +598,9 @@ func (tx *ledgerTx) placeable(jobID string, epoch uint64) (*Job, *CommandError) 
 	return j, nil
 }
 
-// livePlacementErr reports a job that already has a live placement: a
-// live local allocation, a trade, or (in a ledger whose indexes disagree
-// with its records, which never happens) an entry in the live index.
-func (tx *ledgerTx) livePlacementErr(j *Job) *CommandError {
-	if err := placedErr(j); err != nil {
-		return err
-	}
-	if tx.t.live.has(liveKey(tx.region, tx.region, j.ID)) {
-		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has a live allocation", j.ID)
-	}
-	return nil
-}
-
-// placedErr is livePlacementErr without the index lookup, for commands
-// that go on to create an allocation: createAlloc makes the same check as
-// it writes the index, for the cost of one lookup instead of two.
+// placedErr reports a job that already has a live placement: a live local
+// allocation (its AllocID, which is the only record of it outside the
+// allocation itself) or a trade.
 func placedErr(j *Job) *CommandError {
 	if j.AllocID != "" {
 		return cmdErr(CodeDoubleAllocation, j.ID, "job %q already has live allocation %q", j.ID, j.AllocID)
@@ -639,20 +642,25 @@ func (tx *ledgerTx) allocResources(field string, res placement.Resources, j *Job
 	return canonRes(res), nil
 }
 
-// createAlloc makes a live allocation on n (whose room was checked). It
-// fails with ErrDoubleAllocation if the job already has a live allocation
-// in the index (the caller, run, then undoes the writes made so far).
+// createAlloc makes a live allocation on n (whose room was checked). For
+// another region's job it fails with ErrDoubleAllocation if the job already
+// has a live allocation here (the caller, run, then undoes the writes made
+// so far). For one of the region's own jobs the caller has checked that
+// the job has none (placedErr), and then sets the job's AllocID.
 func (tx *ledgerTx) createAlloc(n *Node, jobRegion, jobID string, res placement.Resources, epoch uint64, lease time.Time, auctionID, itemID string) (Allocation, *CommandError) {
+	id, onNodeKey := tx.nextIDOn(n.ID, "a")
 	a := Allocation{
-		ID: tx.nextID("a"), JobID: jobID, JobRegion: jobRegion, NodeID: n.ID, Resources: res,
+		ID: id, JobID: jobID, JobRegion: jobRegion, NodeID: n.ID, Resources: res,
 		Epoch: epoch, Start: tx.now, LeaseExpiry: canon(lease), State: AllocLive,
 		AuctionID: auctionID, ItemID: itemID,
 	}
-	if !insert(tx, tx.t.live, liveKey(tx.region, jobRegion, jobID), a.ID) {
+	if jobRegion == tx.region {
+		tx.t.ownLive++
+	} else if !insert(tx, tx.t.live, liveKey(jobID, jobRegion), a.ID) {
 		return Allocation{}, cmdErr(CodeDoubleAllocation, jobID, "job %q of region %q already has a live allocation", jobID, jobRegion)
 	}
 	tx.putAlloc(&a)
-	set(tx, tx.t.onNode, key(n.ID, a.ID), struct{}{})
+	set(tx, tx.t.onNode, onNodeKey, struct{}{})
 	if !a.LeaseExpiry.IsZero() {
 		set(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID), struct{}{})
 	}
@@ -674,7 +682,11 @@ func (tx *ledgerTx) stopAlloc(a *Allocation, reason StopReason, msg string, upda
 	s := *a
 	s.State, s.StopReason, s.StopMessage, s.Stopped = AllocStopped, reason, msg, tx.now
 	tx.putAlloc(&s)
-	del(tx, tx.t.live, liveKey(tx.region, a.JobRegion, a.JobID))
+	if a.JobRegion == tx.region {
+		tx.t.ownLive--
+	} else {
+		del(tx, tx.t.live, liveKey(a.JobID, a.JobRegion))
+	}
 	del(tx, tx.t.onNode, key(a.NodeID, a.ID))
 	if !a.LeaseExpiry.IsZero() {
 		del(tx, tx.t.expiry, expiryKey(a.LeaseExpiry, a.ID))
@@ -1026,13 +1038,14 @@ func (tx *ledgerTx) holdEscrow(c HoldEscrow) (Result, *CommandError) {
 	if err != nil {
 		return Result{}, err
 	}
-	e := &Escrow{ID: tx.nextID("e"), NodeID: n.ID, Resources: res, BuyerRegion: c.BuyerRegion,
+	id, onNodeKey := tx.nextIDOn(n.ID, "e")
+	e := &Escrow{ID: id, NodeID: n.ID, Resources: res, BuyerRegion: c.BuyerRegion,
 		AuctionID: c.AuctionID, ItemID: c.ItemID, Created: tx.now, Expiry: expiry,
 		Kind: c.ItemKind, JobID: c.JobID, Duration: c.Duration, PricePerHour: c.PricePerHour,
 		Priority: c.Priority, Origin: c.Origin, LatencySLO: c.LatencySLO, MaxPricePerHour: c.MaxPricePerHour}
 	set(tx, tx.t.escrows, e.ID, e)
 	set(tx, tx.t.items, key(e.AuctionID, e.ItemID), itemRef{escrowID: e.ID})
-	set(tx, tx.t.onNode, key(n.ID, e.ID), struct{}{})
+	set(tx, tx.t.onNode, onNodeKey, struct{}{})
 	set(tx, tx.t.expiry, expiryKey(e.Expiry, e.ID), struct{}{})
 	tx.addUsed(n.ID, res)
 	return Result{ID: e.ID}, nil
@@ -1190,7 +1203,7 @@ func (tx *ledgerTx) recordAward(c RecordAward) (Result, *CommandError) {
 	if j.State.Terminal() {
 		return Result{}, cmdErr(CodeInvalidTransition, j.ID, "job %q is %s", j.ID, j.State)
 	}
-	if err := tx.livePlacementErr(j); err != nil {
+	if err := placedErr(j); err != nil {
 		return Result{}, err
 	}
 	if c.Epoch != j.Epoch {
@@ -1477,11 +1490,7 @@ func checkKindDuration(k ItemKind, d time.Duration) *CommandError {
 // as cancelled; one under the same or a newer epoch is a double
 // allocation.
 func (tx *ledgerTx) supersede(jobRegion, jobID string, kind ItemKind, epoch uint64, by string) *CommandError {
-	id, ok := tx.t.live.get(liveKey(tx.region, jobRegion, jobID))
-	if !ok {
-		return nil
-	}
-	old, ok := tx.alloc(id)
+	old, ok := tx.alloc(liveAllocID(tx.t, tx.region, jobRegion, jobID))
 	if !ok || !old.Live() {
 		return nil
 	}
@@ -1586,14 +1595,15 @@ func (tx *ledgerTx) drawLease(c DrawLease) (Result, *CommandError) {
 	if n, ok := tx.node(lease.NodeID); !ok || n.State == NodeDown {
 		return Result{}, cmdErr(CodeNodeNotReady, lease.NodeID, "node %q of lease %q is down or gone", lease.NodeID, lease.ID)
 	}
+	id, onNodeKey := tx.nextIDOn(lease.NodeID, "a")
 	a := &Allocation{
-		ID: tx.nextID("a"), JobID: c.JobID, JobRegion: c.JobRegion, NodeID: lease.NodeID, Resources: res,
+		ID: id, JobID: c.JobID, JobRegion: c.JobRegion, NodeID: lease.NodeID, Resources: res,
 		Epoch: c.Epoch, Start: tx.now, State: AllocLive, AuctionID: c.AuctionID, ItemID: c.ItemID,
 		Kind: ItemJob, PricePerHour: c.PricePerHour, InLease: lease.ID, Duration: c.Duration,
 	}
 	tx.putAlloc(a)
-	set(tx, tx.t.live, liveKey(tx.region, a.JobRegion, a.JobID), a.ID)
-	set(tx, tx.t.onNode, key(a.NodeID, a.ID), struct{}{})
+	set(tx, tx.t.live, liveKey(a.JobID, a.JobRegion), a.ID)
+	set(tx, tx.t.onNode, onNodeKey, struct{}{})
 	set(tx, tx.t.items, key(c.AuctionID, c.ItemID), itemRef{allocID: a.ID})
 	u := *lease
 	u.LeaseUsed = u.LeaseUsed.Add(res)

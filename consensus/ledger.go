@@ -47,19 +47,12 @@ func key(parts ...string) string {
 	return strings.Join(parts, "\x00")
 }
 
-// liveKey is the key of a job's live allocation in the live index of
-// region's ledger: the job ID first, so that keys differ in their first
-// bytes (the table compares those without following the key's pointer),
-// then the region that owns the job. The region's own jobs, nearly all
-// placements, are keyed by the job ID alone: the key is then the job's ID
-// string itself, not one more string per placement for the collector to
-// mark. IDs never contain NUL, so the two forms cannot collide.
-func liveKey(region, jobRegion, jobID string) string {
-	if jobRegion == region {
-		return jobID
-	}
-	return key(jobID, jobRegion)
-}
+// liveKey is the key of another region's job in the live index: the job
+// ID first, so that keys differ in their first bytes (the table compares
+// those without following the key's pointer), then the region that owns
+// the job. The region's own jobs are not in the index: their live
+// allocation is their record's AllocID.
+func liveKey(jobID, jobRegion string) string { return key(jobID, jobRegion) }
 
 // expiryKey orders by time first: the sign bit is flipped so that the
 // big-endian bytes of UnixNano sort as the signed numbers do.
@@ -174,14 +167,29 @@ func (l *Ledger) Allocations() []Allocation {
 // ID that more than one region uses, this region's first, then the other
 // regions by name).
 func (l *Ledger) LiveAllocations() []Allocation {
-	out := make([]Allocation, 0, l.t.live.len())
+	// The region's own jobs, in ID order, merged with the live index of
+	// other regions' jobs, in job ID then region order.
+	out := make([]Allocation, 0, l.t.ownLive+l.t.live.len())
+	var others []Allocation
 	l.t.live.each(func(_ string, id string) bool {
 		if a, ok := l.t.allocs.get(id); ok {
+			others = append(others, a.alloc())
+		}
+		return true
+	})
+	l.t.jobs.each(func(_ string, j *Job) bool {
+		if j.AllocID == "" {
+			return true
+		}
+		for len(others) > 0 && others[0].JobID < j.ID {
+			out, others = append(out, others[0]), others[1:]
+		}
+		if a, ok := l.t.allocs.get(j.AllocID); ok {
 			out = append(out, a.alloc())
 		}
 		return true
 	})
-	return out
+	return append(out, others...)
 }
 
 // NodeAllocations returns the live allocations on a node.
@@ -236,11 +244,20 @@ func (l *Ledger) NodeEscrows(nodeID string) []Escrow {
 // JobAllocation returns the live allocation of a job; jobRegion is the
 // region that owns the job (this ledger's region for its own jobs).
 func (l *Ledger) JobAllocation(jobRegion, jobID string) (Allocation, bool) {
-	id, ok := l.t.live.get(liveKey(l.region, jobRegion, jobID))
-	if !ok {
-		return Allocation{}, false
+	return l.Allocation(liveAllocID(l.t, l.region, jobRegion, jobID))
+}
+
+// liveAllocID returns the ID of the live allocation that a job of
+// jobRegion has in the ledger of region, or "" if it has none.
+func liveAllocID(t *tables, region, jobRegion, jobID string) string {
+	if jobRegion == region {
+		if j, ok := t.jobs.get(jobID); ok {
+			return j.AllocID
+		}
+		return ""
 	}
-	return l.Allocation(id)
+	id, _ := t.live.get(liveKey(jobID, jobRegion))
+	return id
 }
 
 // Job returns the job with the ID.
@@ -386,7 +403,7 @@ type Counts struct {
 func (l *Ledger) Counts() Counts {
 	return Counts{
 		Nodes: l.t.nodes.len(), Jobs: l.t.jobs.len(), Allocations: l.t.allocs.len(),
-		LiveAllocations: l.t.live.len(), Escrows: l.t.escrows.len(), Leases: l.t.leases.len(),
+		LiveAllocations: l.t.ownLive + l.t.live.len(), Escrows: l.t.escrows.len(), Leases: l.t.leases.len(),
 		Trades: l.t.trades.len(),
 	}
 }
@@ -467,6 +484,12 @@ func (b *ledgerBuilder) addAlloc(a Allocation) error {
 	if a.ID == "" || (a.State != AllocLive && a.State != AllocStopped) {
 		return fmt.Errorf("allocation %q: empty ID or invalid state %d", a.ID, a.State)
 	}
+	var onNodeKey string
+	if a.Live() {
+		// The ID as the tail of the index key, as nextIDOn makes them.
+		onNodeKey = key(a.NodeID, a.ID)
+		a.ID = onNodeKey[len(a.NodeID)+1:]
+	}
 	if err := insertNew(t.allocs, a.ID, packAlloc(&a), "allocation", a.ID); err != nil {
 		return err
 	}
@@ -478,10 +501,14 @@ func (b *ledgerBuilder) addAlloc(a Allocation) error {
 	if !a.Live() {
 		return nil
 	}
-	if err := insertNew(t.live, liveKey(b.l.region, a.JobRegion, a.JobID), a.ID, "live allocation of job", a.JobRegion+"/"+a.JobID); err != nil {
+	if a.JobRegion == b.l.region {
+		// finish checks that it is its job's AllocID, which no second
+		// live allocation of the job can also be.
+		t.ownLive++
+	} else if err := insertNew(t.live, liveKey(a.JobID, a.JobRegion), a.ID, "live allocation of job", a.JobRegion+"/"+a.JobID); err != nil {
 		return err
 	}
-	t.onNode.set(key(a.NodeID, a.ID), struct{}{})
+	t.onNode.set(onNodeKey, struct{}{})
 	if !a.LeaseExpiry.IsZero() {
 		t.expiry.set(expiryKey(a.LeaseExpiry, a.ID), struct{}{})
 	}
@@ -493,13 +520,15 @@ func (b *ledgerBuilder) addEscrow(e Escrow) error {
 	if e.ID == "" || e.Expiry.IsZero() {
 		return fmt.Errorf("escrow %q: empty ID or no expiry", e.ID)
 	}
+	onNodeKey := key(e.NodeID, e.ID)
+	e.ID = onNodeKey[len(e.NodeID)+1:] // as nextIDOn makes them
 	if err := insertNew(t.escrows, e.ID, &e, "escrow", e.ID); err != nil {
 		return err
 	}
 	if err := insertNew(t.items, key(e.AuctionID, e.ItemID), itemRef{escrowID: e.ID}, "auction item", e.AuctionID+"/"+e.ItemID); err != nil {
 		return err
 	}
-	t.onNode.set(key(e.NodeID, e.ID), struct{}{})
+	t.onNode.set(onNodeKey, struct{}{})
 	t.expiry.set(expiryKey(e.Expiry, e.ID), struct{}{})
 	return nil
 }
@@ -593,7 +622,7 @@ func (b *ledgerBuilder) finish() (*Ledger, error) {
 		if j.AllocID == "" {
 			return true
 		}
-		if id, ok := t.live.get(liveKey(b.l.region, b.l.region, j.ID)); !ok || id != j.AllocID {
+		if a, ok := t.allocs.get(j.AllocID); !ok || !a.live() || a.jobRegion != b.l.region || a.jobID != j.ID {
 			errs = append(errs, fmt.Sprintf("job %q names live allocation %q that is not live", j.ID, j.AllocID))
 		}
 		if j.Remote != nil || j.State.Terminal() {

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -100,7 +101,10 @@ func (g *cmdGen) next() Command {
 	case 14:
 		return ReleaseEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3)}
 	case 15:
-		return ConvertEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), JobID: g.pick("rj", 4), JobRegion: region, Epoch: uint64(g.r.IntN(5))}
+		// Other regions' job IDs may be the same as this region's: the
+		// live index must keep them apart.
+		jobID := g.pick([]string{"rj", "j"}[g.r.IntN(2)], 4)
+		return ConvertEscrow{AuctionID: g.pick("auc", 3), ItemID: g.pick("it", 3), JobID: jobID, JobRegion: region, Epoch: uint64(g.r.IntN(5))}
 	case 16:
 		if g.r.IntN(2) == 0 {
 			return BumpEpoch{JobID: g.pick("j", 10)}
@@ -170,6 +174,35 @@ func checkInvariants(t *testing.T, l *Ledger, step int) {
 		}
 		if j.State.Terminal() && j.AllocID != "" {
 			t.Fatalf("step %d: %s job %s still holds allocation %s", step, j.State, j.ID, j.AllocID)
+		}
+	}
+	// The live index and the jobs' AllocIDs list exactly the live
+	// allocations: by job ID, the region's own first for a shared ID.
+	var wantLive []Allocation
+	for _, a := range l.Allocations() {
+		if a.Live() {
+			wantLive = append(wantLive, a)
+		}
+	}
+	slices.SortFunc(wantLive, func(a, b Allocation) int {
+		own := func(x Allocation) int {
+			if x.JobRegion == l.Region() {
+				return 0
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(a.JobID, b.JobID), cmp.Compare(own(a), own(b)), cmp.Compare(a.JobRegion, b.JobRegion))
+	})
+	gotLive := l.LiveAllocations()
+	if len(gotLive) != len(wantLive) || len(gotLive) > 0 && !reflect.DeepEqual(gotLive, wantLive) {
+		t.Fatalf("step %d: LiveAllocations lists %v; the live allocations are %v", step, allocIDs(gotLive), allocIDs(wantLive))
+	}
+	if n := l.Counts().LiveAllocations; n != len(wantLive) {
+		t.Fatalf("step %d: Counts says %d live allocations; there are %d", step, n, len(wantLive))
+	}
+	for _, a := range wantLive {
+		if got, ok := l.JobAllocation(a.JobRegion, a.JobID); !ok || got.ID != a.ID {
+			t.Fatalf("step %d: JobAllocation(%s, %s) gives %q, %v; its live allocation is %s", step, a.JobRegion, a.JobID, got.ID, ok, a.ID)
 		}
 	}
 	// The pending index lists exactly the pending jobs, in ID order.
@@ -335,4 +368,12 @@ func TestFSMMalformedEntries(t *testing.T) {
 	if got := f.Apply(&raft.Log{Index: 9, Type: raft.LogConfiguration}); got != nil {
 		t.Errorf("configuration entry gave %v", got)
 	}
+}
+
+func allocIDs(as []Allocation) []string {
+	ids := make([]string, len(as))
+	for i, a := range as {
+		ids[i] = a.ID
+	}
+	return ids
 }

@@ -116,11 +116,18 @@ type tables struct {
 	escrows table[*Escrow]
 	leases  table[*Lease]
 	trades  table[*Trade]   // auction \0 item
-	live    table[string]   // job ID (\0 job region, for other regions' jobs) → live allocation ID
+	live    table[string]   // job ID \0 job region → live allocation ID, for other regions' jobs (see ownLive)
 	items   table[itemRef]  // auction \0 item → escrow or converted allocation (seller side)
 	onNode  table[struct{}] // node ID \0 allocation or escrow ID: what holds capacity on a node
 	expiry  table[struct{}] // 8-byte time \0 ID: live escrows and leased allocations by expiry
 	pending table[struct{}] // job ID: the jobs waiting for a placement
+
+	// ownLive counts the region's own jobs that have a live allocation.
+	// Their allocation is the job record's AllocID, which the live index
+	// does not repeat: an own job's placement then writes three tables
+	// instead of four, and the ledger holds one index entry fewer per
+	// placed job for the collector to mark.
+	ownLive int
 }
 
 func newTables() *tables {
@@ -139,6 +146,6 @@ func (ts *tables) clone() *tables {
 		nodes: ts.nodes.clone(), used: ts.used.clone(), allocs: ts.allocs.clone(), jobs: ts.jobs.clone(),
 		escrows: ts.escrows.clone(), leases: ts.leases.clone(), trades: ts.trades.clone(),
 		live: ts.live.clone(), items: ts.items.clone(), onNode: ts.onNode.clone(),
-		expiry: ts.expiry.clone(), pending: ts.pending.clone(),
+		expiry: ts.expiry.clone(), pending: ts.pending.clone(), ownLive: ts.ownLive,
 	}
 }
