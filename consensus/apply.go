@@ -103,6 +103,18 @@ func (tx *ledgerTx) publish() *Ledger {
 
 func (tx *ledgerTx) applyEnvelope(env Envelope) Result {
 	expired := tx.advance(env.Now)
+	if env.Version == CommandVersion && env.Kind == KindPlaceJob {
+		// The commonest command, applied as DecodeCommand and run would,
+		// without putting it in a Command (an allocation per placement,
+		// on every replica).
+		if c, ok := decodePlaceJob(env.Body); ok {
+			m := tx.startCmd()
+			res, err := tx.placeJob(c)
+			r := tx.endCmd(m, res, err)
+			r.Expired = expired
+			return r
+		}
+	}
 	cmd, err := DecodeCommand(env)
 	if err != nil {
 		return Result{Expired: expired, Err: err}
@@ -147,17 +159,33 @@ func (tx *ledgerTx) advance(now time.Time) []string {
 
 // run applies one command, or undoes every write it made if it is rejected.
 func (tx *ledgerTx) run(cmd Command) Result {
+	m := tx.startCmd()
+	res, err := tx.dispatch(cmd)
+	return tx.endCmd(m, res, err)
+}
+
+// cmdMark is what a rejected command restores besides its logged writes.
+type cmdMark struct {
+	seq     uint64
+	ownLive int
+}
+
+// startCmd starts logging a command's writes.
+func (tx *ledgerTx) startCmd() cmdMark {
 	tx.undo = tx.undo[:0]
 	tx.logging = true
-	seq, ownLive := tx.seq, tx.t.ownLive
-	res, err := tx.dispatch(cmd)
+	return cmdMark{seq: tx.seq, ownLive: tx.t.ownLive}
+}
+
+// endCmd stops logging, and undoes the command's writes if err is set.
+func (tx *ledgerTx) endCmd(m cmdMark, res Result, err *CommandError) Result {
 	tx.logging = false
 	if err != nil {
 		for i := len(tx.undo) - 1; i >= 0; i-- {
 			u := tx.undo[i]
 			u.t.restore(u.k, u.old, u.had)
 		}
-		tx.seq, tx.t.ownLive = seq, ownLive
+		tx.seq, tx.t.ownLive = m.seq, m.ownLive
 		res = Result{Err: err}
 	}
 	clear(tx.undo)

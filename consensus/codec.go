@@ -42,21 +42,45 @@ type Envelope struct {
 // EncodeCommand encodes a command's body into an envelope (Now is left
 // zero for the leader to stamp).
 func EncodeCommand(c Command) (Envelope, error) {
+	env, _, err := encodeInto(make([]byte, 0, 128), c)
+	return env, err
+}
+
+// encodeCommands encodes commands into envelopes whose bodies share one
+// buffer: a scheduler's plan is many small commands, and one allocation
+// for all of their bodies is cheaper than one each.
+func encodeCommands(cmds []Command) ([]Envelope, error) {
+	envs := make([]Envelope, len(cmds))
+	buf := make([]byte, 0, 64*len(cmds))
+	for i, c := range cmds {
+		env, b, err := encodeInto(buf, c)
+		if err != nil {
+			return nil, fmt.Errorf("command %d: %w", i, err)
+		}
+		envs[i], buf = env, b
+	}
+	return envs, nil
+}
+
+// encodeInto encodes c into an envelope whose body is appended to buf (and
+// capped there, so that appending to buf again cannot write into it), and
+// returns buf with the body.
+func encodeInto(buf []byte, c Command) (Envelope, []byte, error) {
 	if c == nil {
-		return Envelope{}, invalid("command", "must not be nil")
+		return Envelope{}, buf, invalid("command", "must not be nil")
 	}
 	k := c.Kind()
 	if k < 1 || k > maxKind {
-		return Envelope{}, cmdErr(CodeUnsupported, "", "command kind %d (%T)", uint8(k), c)
+		return Envelope{}, buf, cmdErr(CodeUnsupported, "", "command kind %d (%T)", uint8(k), c)
 	}
-	if body, ok := appendCommandBody(make([]byte, 0, 128), c); ok {
-		return Envelope{Version: CommandVersion, Kind: k, Body: body}, nil
+	if b, ok := appendCommandBody(buf, c); ok {
+		return Envelope{Version: CommandVersion, Kind: k, Body: b[len(buf):len(b):len(b)]}, b, nil
 	}
 	body, err := msgpack.Marshal(c)
 	if err != nil {
-		return Envelope{}, fmt.Errorf("encode %s command: %w", k, err)
+		return Envelope{}, buf, fmt.Errorf("encode %s command: %w", k, err)
 	}
-	return Envelope{Version: CommandVersion, Kind: k, Body: body}, nil
+	return Envelope{Version: CommandVersion, Kind: k, Body: body}, buf, nil
 }
 
 // DecodeCommand decodes an envelope's body into its typed command. An

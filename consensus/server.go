@@ -244,13 +244,9 @@ func (s *Server) Propose(ctx context.Context, cmds ...Command) ([]Result, error)
 	if len(cmds) == 0 {
 		return nil, nil
 	}
-	envs := make([]Envelope, len(cmds))
-	for i, c := range cmds {
-		env, err := EncodeCommand(c)
-		if err != nil {
-			return nil, fmt.Errorf("command %d: %w", i, err)
-		}
-		envs[i] = env
+	envs, err := encodeCommands(cmds)
+	if err != nil {
+		return nil, err
 	}
 	return s.proposeEnvelopes(ctx, envs)
 }

@@ -762,6 +762,15 @@ func (r *wireReader) timeIf(ok bool) (time.Time, bool) {
 	return r.time()
 }
 
+// decodePlaceJob is decodeCommandFast for a PlaceJob, returning the
+// command as itself rather than in a Command, which would allocate.
+func decodePlaceJob(body []byte) (PlaceJob, bool) {
+	r := wireReader{b: body}
+	var v PlaceJob
+	ok := r.placeJob(&v) && r.done()
+	return v, ok
+}
+
 // decodeCommandFast decodes the body of a command of kind k with a
 // hand-written decoder, if k has one and the body is in a form it handles
 // (see the comment at the top of this file); ok false means: use the
@@ -771,8 +780,7 @@ func decodeCommandFast(k Kind, body []byte) (Command, bool) {
 	r := wireReader{b: body}
 	switch k {
 	case KindPlaceJob:
-		var v PlaceJob
-		if r.placeJob(&v) && r.done() {
+		if v, ok := decodePlaceJob(body); ok {
 			return v, true
 		}
 	case KindSubmitJob:

@@ -403,3 +403,42 @@ func TestResultsEncodingMatchesEncoder(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodeCommandsSharesNoWritableBytes: the bodies of a batch share one
+// buffer, each capped, so that appending to one cannot change another; and
+// each is what EncodeCommand gives alone, whether the hand-written or the
+// reflective encoder wrote it.
+func TestEncodeCommandsSharesNoWritableBytes(t *testing.T) {
+	cmds := []Command{
+		PlaceJob{JobID: "j1", NodeID: "n1"},
+		PlaceJob{JobID: "j2", NodeID: "n2", Preempt: []string{"a-1"}}, // the reflective encoder's
+		SubmitJob{Job: job("j3", 1, 0)},
+		PlaceJob{JobID: "j3", NodeID: "n1", Epoch: 2},
+	}
+	envs, err := encodeCommands(cmds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([][]byte, len(cmds))
+	for i, c := range cmds {
+		env, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.Kind != envs[i].Kind || env.Version != envs[i].Version || !bytes.Equal(env.Body, envs[i].Body) {
+			t.Fatalf("command %d: batch encoding %+v, alone %+v", i, envs[i], env)
+		}
+		want[i] = env.Body
+	}
+	for i := range envs {
+		_ = append(envs[i].Body, 0xff, 0xff, 0xff, 0xff)
+	}
+	for i := range envs {
+		if !bytes.Equal(envs[i].Body, want[i]) {
+			t.Fatalf("command %d: appending to another body changed it to %x (was %x)", i, envs[i].Body, want[i])
+		}
+	}
+	if _, err := encodeCommands([]Command{PlaceJob{JobID: "j", NodeID: "n"}, nil}); err == nil || !strings.Contains(err.Error(), "command 1") {
+		t.Fatalf("a nil command in a batch: %v, want an error naming command 1", err)
+	}
+}
