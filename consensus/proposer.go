@@ -108,8 +108,10 @@ func newProposer(r *raft.Raft, clock func() time.Time, maxCmds, maxBytes, maxInf
 	return p
 }
 
-// close stops the queue; pending proposals fail with ErrShutdown. Raft must
-// be shut down first, so that every future in flight has resolved.
+// close stops the queue; pending proposals fail with ErrShutdown, and it
+// returns once the entries in flight have their results. Raft must still be
+// running: it does not resolve every future it holds when it shuts down
+// (see Server.Close).
 func (p *proposer) close() {
 	close(p.done)
 	p.wg.Wait()
@@ -141,8 +143,8 @@ func (p *proposer) propose(ctx context.Context, envs []Envelope) ([]Result, erro
 		if prop.state.CompareAndSwap(propQueued, propAbandoned) {
 			return nil, ErrShutdown
 		}
-		// The packer took it, so it answers (Raft resolves every future
-		// on shutdown).
+		// The packer took it, so complete answers it once Raft resolves
+		// its entry (close waits for that).
 		r := <-prop.done
 		return r.results, r.err
 	}

@@ -39,9 +39,12 @@ type Server struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	raftDone chan struct{}
-	closing  atomic.Bool
-	closeMu  sync.Mutex
-	closed   bool
+	// dutiesDone is closed when, Close having begun, the leader's duties
+	// have stopped for good.
+	dutiesDone chan struct{}
+	closing    atomic.Bool
+	closeMu    sync.Mutex
+	closed     bool
 
 	observer     *raft.Observer
 	observations chan raft.Observation
@@ -119,6 +122,7 @@ func Open(cfg Config) (_ *Server, err error) {
 		ctx:           ctx,
 		cancel:        cancel,
 		raftDone:      make(chan struct{}),
+		dutiesDone:    make(chan struct{}),
 		leaderChange:  make(chan struct{}),
 		subs:          make(map[chan bool]struct{}),
 		members:       make(map[string]*member),
@@ -195,14 +199,22 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.closing.Store(true)
+	// Everything of this server's that waits on a Raft future stops first,
+	// while Raft still runs: a future that Raft holds when it shuts down can
+	// stay unresolved for ever (one still queued for its main loop or its
+	// state machine; hashicorp/raft#498), and its waiter with it. While
+	// Raft runs, each resolves: applied, or failed when this server is not
+	// or stops being the leader (at the latest one leader lease after it
+	// loses its quorum).
+	s.cancel()
+	<-s.dutiesDone
+	s.prop.close()
+	s.fwd.close()
 	var errs []error
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 	}
 	close(s.raftDone)
-	s.cancel()
-	s.prop.close()
-	s.fwd.close()
 	s.wg.Wait()
 	s.raft.DeregisterObserver(s.observer)
 	if err := s.trans.Close(); err != nil {
@@ -533,6 +545,7 @@ func (s *Server) monitorLeadership(notify <-chan bool) {
 		}
 	}
 	defer stopLeading()
+	ctxDone := s.ctx.Done()
 	for {
 		select {
 		case leader := <-notify:
@@ -553,6 +566,13 @@ func (s *Server) monitorLeadership(notify <-chan bool) {
 				defer leaderWG.Done()
 				s.leaderLoop(ctx)
 			}()
+		case <-ctxDone:
+			// Close: the duties end while Raft still runs (see Close).
+			// Raft's notifications are still taken until it stops, since
+			// it blocks on them.
+			stopLeading()
+			close(s.dutiesDone)
+			ctxDone = nil
 		case <-s.raftDone:
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -584,4 +585,52 @@ func containsField(err error, field string) bool {
 
 func bigNode(id string) RegisterNode {
 	return RegisterNode{ID: id, Total: res(1e6, 1e6, 1e6, 64), PricePerHour: 1}
+}
+
+// TestCloseRightAfterElection closes a server the moment Raft makes it
+// leader, while its leader duties start (they begin with a Barrier, which
+// Raft queues while it writes the new term's first entry to disk): Close
+// must return. Close used to shut Raft down first, and a barrier still
+// queued then is never resolved (hashicorp/raft#498), so Close waited for
+// the duties for ever: TestTCPRegion hung that way, closing the leader it
+// had just handed over to.
+func TestCloseRightAfterElection(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 20 {
+		layer, err := NewTCPStreamLayer("127.0.0.1:0", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Config{
+			NodeID: "s0", Region: testRegion, DataDir: filepath.Join(dir, fmt.Sprint(round)),
+			StreamLayer: layer, BootstrapExpect: 1, Logger: testLogger("s0"),
+			// A lone server elects itself after one heartbeat timeout.
+			HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leads, cancel := s.SubscribeLeadership()
+		s.ObserveServer(ServerInfo{ID: s.ID(), RaftAddr: s.Addr(), Alive: true})
+		timeout := time.After(30 * time.Second)
+		for leader := false; !leader; {
+			select {
+			case leader = <-leads:
+			case <-timeout:
+				s.Close()
+				t.Fatalf("round %d: no leader within 30s", round)
+			}
+		}
+		cancel()
+		closed := make(chan error, 1)
+		go func() { closed <- s.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Fatalf("round %d: close: %v", round, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: Close did not return within 30s of the election", round)
+		}
+	}
 }
