@@ -193,9 +193,15 @@ func (c *testCluster) stop(name string) {
 // (and a TCP fallback ping within the TCP timeout); the bubble must not end
 // before they do, so close lets that much virtual time pass.
 func (c *testCluster) close() {
+	// memberlist's Shutdown does not wait for a probe in flight, which
+	// waits for its ack until its timeout: the probe interval, scaled by
+	// the node's health awareness (up to AwarenessMaxMultiplier times
+	// after partitions), then the TCP fallback. In a bubble time stops when
+	// the test returns, so those timers must fire before it does.
 	var linger time.Duration
 	for _, a := range c.all() {
-		linger = max(linger, a.mlConf.ProbeInterval+a.mlConf.TCPTimeout)
+		probe := a.mlConf.ProbeInterval * time.Duration(max(1, a.mlConf.AwarenessMaxMultiplier))
+		linger = max(linger, probe+a.mlConf.TCPTimeout)
 		c.stop(a.cfg.Name)
 	}
 	time.Sleep(linger)
