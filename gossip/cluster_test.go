@@ -189,15 +189,12 @@ func (c *testCluster) stop(name string) {
 }
 
 // close shuts every agent down, then the network. memberlist's Shutdown
-// does not wait for a probe in flight, which ends within a probe interval
-// (and a TCP fallback ping within the TCP timeout); the bubble must not end
-// before they do, so close lets that much virtual time pass.
+// does not wait for a probe in flight, which waits for its ack until its
+// timeout: the probe interval scaled by the node's health awareness (up to
+// AwarenessMaxMultiplier times, after partitions), then a TCP fallback ping
+// within the TCP timeout. In a bubble time stops when the test returns, so
+// close lets that much virtual time pass first.
 func (c *testCluster) close() {
-	// memberlist's Shutdown does not wait for a probe in flight, which
-	// waits for its ack until its timeout: the probe interval, scaled by
-	// the node's health awareness (up to AwarenessMaxMultiplier times
-	// after partitions), then the TCP fallback. In a bubble time stops when
-	// the test returns, so those timers must fire before it does.
 	var linger time.Duration
 	for _, a := range c.all() {
 		probe := a.mlConf.ProbeInterval * time.Duration(max(1, a.mlConf.AwarenessMaxMultiplier))
